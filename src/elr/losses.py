@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -192,11 +195,421 @@ class ELRLoss(nn.Module):
 
 
 class CrossEntropyLoss(nn.Module):
-    """Plain cross entropy with the shared ``forward(logits, labels, index)`` signature (index ignored)."""
+    """Plain cross entropy with the shared ``forward(logits, labels, index)`` signature (index ignored).
 
-    def __init__(self, *, reduction: str = "mean") -> None:
+    Parameters
+    ----------
+    num_classes : int, optional
+        Number of classes ``C``. When given, logits with another width are rejected; when omitted,
+        the width of each batch's logits is taken as ``C``.
+    reduction : {"mean", "sum", "none"}, default "mean"
+    check_values : bool, default True
+        Check the label range and finite logits on every call (synchronises a GPU).
+    """
+
+    def __init__(self, num_classes: int | None = None, *, reduction: str = "mean", check_values: bool = True) -> None:
         super().__init__()
+        if num_classes is not None:
+            _check_num_classes(num_classes)
+        self.num_classes = num_classes
         self.reduction = _check_reduction(reduction)
+        self.check_values = check_values
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, reduction={self.reduction!r}"
 
     def forward(self, logits: Tensor, labels: Tensor, index: Tensor | None = None) -> Tensor:
+        num_classes = self.num_classes if self.num_classes is not None else (logits.shape[-1] if logits.dim() else 0)
+        check_batch(logits, labels, index, num_classes=num_classes, check_values=self.check_values)
         return F.cross_entropy(logits.float(), labels.long(), reduction=self.reduction)
+
+
+# ---- baselines ---------------------------------------------------------------------------------
+
+_PROB_FLOOR = 1e-7  # lower clamp on probabilities inside logs and powers (GCE, SCE)
+
+
+def _check_num_classes(num_classes: object) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    return num_classes
+
+
+def _check_real(
+    name: str, value: object, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False
+) -> float:
+    """Return ``value`` as a float if it lies in the interval, else raise ValueError naming ``name``."""
+    interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+    value = float(value)
+    below = value <= lo if lo_open else value < lo
+    above = value >= hi if hi_open else value > hi
+    if below or above:
+        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
+    return value
+
+
+class _BaselineLoss(nn.Module):
+    """Shared constructor checks and batch validation of the baseline losses."""
+
+    def __init__(self, num_classes: int, *, reduction: str, check_values: bool) -> None:
+        super().__init__()
+        self.num_classes = _check_num_classes(num_classes)
+        self.reduction = _check_reduction(reduction)
+        self.check_values = check_values
+
+    def _prepare(self, logits: Tensor, labels: Tensor, index: Tensor | None) -> tuple[Tensor, Tensor]:
+        check_batch(logits, labels, index, num_classes=self.num_classes, check_values=self.check_values)
+        return logits.float(), labels.long()  # autocast may hand us bf16; logs and powers want float32
+
+
+class BootstrapLoss(_BaselineLoss):
+    r"""Bootstrapping loss of Reed et al. (2015): cross entropy against a mix of label and prediction.
+
+    Per example, with ``p = softmax(logits)`` and one-hot label ``y``:
+
+    * ``mode="soft"``: ``-sum_c (beta * y_c + (1 - beta) * p_c) * log p_c``
+      ``= beta * CE + (1 - beta) * H(p)``.
+    * ``mode="hard"``: ``-sum_c (beta * y_c + (1 - beta) * z_c) * log p_c`` with ``z`` the one-hot
+      of ``argmax p``, i.e. ``beta * CE - (1 - beta) * log p_argmax``.
+
+    The prediction inside the soft target is **not detached**: Reed et al. present soft
+    bootstrapping as softmax regression with minimum-entropy regularisation, which is what
+    letting the gradient flow through ``p`` in the target gives (the ``H(p)`` term above). The
+    hard target is piecewise constant in the logits, so the question does not arise there.
+
+    Parameters
+    ----------
+    num_classes : int
+        Number of classes ``C``.
+    beta : float, optional
+        Weight of the given label, in ``[0, 1]``. Defaults to Reed et al.'s values: 0.95 for
+        ``"soft"``, 0.8 for ``"hard"``. ``beta=1`` is plain cross entropy.
+    mode : {"soft", "hard"}, default "soft"
+    reduction : {"mean", "sum", "none"}, default "mean"
+    check_values : bool, default True
+        Check the label range and finite logits on every call (synchronises a GPU).
+    """
+
+    DEFAULT_BETA = {"soft": 0.95, "hard": 0.8}
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        beta: float | None = None,
+        mode: str = "soft",
+        reduction: str = "mean",
+        check_values: bool = True,
+    ) -> None:
+        super().__init__(num_classes, reduction=reduction, check_values=check_values)
+        if mode not in self.DEFAULT_BETA:
+            raise ValueError(f"mode must be one of {tuple(self.DEFAULT_BETA)}, got {mode!r}")
+        self.mode = mode
+        self.beta = self.DEFAULT_BETA[mode] if beta is None else _check_real("beta", beta, 0.0, 1.0)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, beta={self.beta}, mode={self.mode!r}, reduction={self.reduction!r}"
+
+    def forward(self, logits: Tensor, labels: Tensor, index: Tensor | None = None) -> Tensor:
+        logits, labels = self._prepare(logits, labels, index)
+        log_p = F.log_softmax(logits, dim=1)
+        ce = -log_p.gather(1, labels[:, None]).squeeze(1)
+        if self.mode == "soft":
+            own = -(log_p.exp() * log_p).sum(dim=1)  # entropy of p; gradient flows through both factors
+        else:
+            own = -log_p.gather(1, log_p.detach().argmax(dim=1, keepdim=True)).squeeze(1)
+        return _reduce(self.beta * ce + (1.0 - self.beta) * own, self.reduction)
+
+
+def _as_transition(transition: object, num_classes: int) -> Tensor:
+    """Validate a row-stochastic (C, C) transition matrix and return it as float32."""
+    try:
+        t = torch.as_tensor(np.asarray(transition, dtype=np.float64))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"transition must be a numeric (num_classes, num_classes) matrix: {err}") from None
+    if t.shape != (num_classes, num_classes):
+        raise ValueError(
+            f"transition must have shape (num_classes, num_classes) = ({num_classes}, {num_classes}), "
+            f"got {tuple(t.shape)}"
+        )
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("transition must contain only finite values")
+    if bool((t < 0).any()):
+        raise ValueError(f"transition entries must lie in [0, 1], got minimum {float(t.min())}")
+    row_sums = t.sum(dim=1)
+    worst = int((row_sums - 1.0).abs().argmax())
+    if abs(float(row_sums[worst]) - 1.0) > 1e-4:
+        raise ValueError(
+            f"transition rows must sum to 1 (within 1e-4): row {worst} sums to {float(row_sums[worst])}"
+        )
+    return t.float()
+
+
+class ForwardLoss(_BaselineLoss):
+    r"""Forward loss correction of Patrini et al. (2017): cross entropy of the *noisy* posterior.
+
+    Per example ``-log (softmax(logits) @ T)_y`` where ``T[i, j] = P(noisy label = j | true label = i)``.
+    It is computed in log space, ``-logsumexp_j(log p_j + log T[j, y])``, which is exact, stable for
+    small probabilities and allows zeros in ``T`` (a label whose column of ``T`` is all zero has
+    infinite loss, as it is impossible under ``T``).
+
+    Parameters
+    ----------
+    num_classes : int
+        Number of classes ``C``.
+    transition : array-like, shape (C, C)
+        Row-stochastic matrix: finite, non-negative, rows summing to 1 within 1e-4. Estimate it
+        with :func:`estimate_transition_matrix`, or pass the known noise matrix.
+    reduction : {"mean", "sum", "none"}, default "mean"
+    check_values : bool, default True
+        Check the label range and finite logits on every call (synchronises a GPU).
+
+    Attributes
+    ----------
+    transition : Tensor, float32, shape (C, C)
+        Registered buffer: saved in ``state_dict()`` and moved by ``.to(device)``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        transition: object,
+        reduction: str = "mean",
+        check_values: bool = True,
+    ) -> None:
+        super().__init__(num_classes, reduction=reduction, check_values=check_values)
+        self.register_buffer("transition", _as_transition(transition, self.num_classes))
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, reduction={self.reduction!r}"
+
+    def forward(self, logits: Tensor, labels: Tensor, index: Tensor | None = None) -> Tensor:
+        logits, labels = self._prepare(logits, labels, index)
+        log_p = F.log_softmax(logits, dim=1)
+        log_t_col = torch.log(self.transition.float()).t()[labels]  # row b holds log T[:, y_b]
+        return _reduce(-torch.logsumexp(log_p + log_t_col, dim=1), self.reduction)
+
+
+def estimate_transition_matrix(probs: object, *, percentile: float | None = 97.0) -> np.ndarray:
+    """Estimate the noise transition matrix from anchor points (Patrini et al., 2017).
+
+    For each class ``i`` the anchor is the example the model is most confident belongs to ``i``,
+    after discarding the top outliers: with ``thr = percentile(probs[:, i], percentile)`` (NumPy's
+    ``method="higher"``, as in the authors' code), entries ``>= thr`` are ignored and the anchor is
+    the argmax of the rest. Row ``i`` of the estimate is the anchor's predicted distribution; rows
+    are then normalised to sum to 1. The authors' code zeroes the ignored entries in place, which
+    corrupts the rows of later classes; here the input is never modified.
+
+    Parameters
+    ----------
+    probs : array-like, shape (N, C)
+        Softmax outputs on the noisy training set of a model trained with plain cross entropy.
+    percentile : float or None, default 97.0
+        Outlier percentile in ``[0, 100]``; ``None`` takes the plain argmax (no outlier filter).
+
+    Returns
+    -------
+    numpy.ndarray, float64, shape (C, C)
+        Row-stochastic estimate of ``T[i, j] = P(noisy = j | true = i)``.
+    """
+    p = np.array(probs, dtype=np.float64)  # a copy: the filter below must not touch the caller's array
+    if p.ndim != 2 or p.shape[0] < 1 or p.shape[1] < 2:
+        raise ValueError(f"probs must have shape (N >= 1, num_classes >= 2), got {p.shape}")
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise ValueError("probs must contain finite, non-negative probabilities")
+    if percentile is not None:
+        percentile = _check_real("percentile", percentile, 0.0, 100.0)
+    num_classes = p.shape[1]
+    t = np.empty((num_classes, num_classes))
+    for i in range(num_classes):
+        column = p[:, i].copy()
+        if percentile is not None:
+            column[column >= np.percentile(column, percentile, method="higher")] = 0.0
+        t[i] = p[int(np.argmax(column))]
+    sums = t.sum(axis=1, keepdims=True)
+    if (sums <= 0).any():
+        raise ValueError("probs: an anchor example has all-zero probabilities; pass softmax outputs")
+    return t / sums
+
+
+class GCELoss(_BaselineLoss):
+    r"""Generalised cross entropy of Zhang & Sabuncu (2018): ``(1 - p_y^q) / q``.
+
+    ``q -> 0`` gives cross entropy, ``q = 1`` the mean absolute error ``1 - p_y`` (up to a factor 2).
+    ``p_y`` is clamped to ``>= 1e-7`` so that its power and gradient stay finite for confident wrong
+    predictions; the value is computed as ``-expm1(q * log p_y) / q`` for accuracy at small ``q``.
+
+    Parameters
+    ----------
+    num_classes : int
+        Number of classes ``C``.
+    q : float, default 0.7
+        Exponent in ``(0, 1]``; the authors use 0.7.
+    reduction : {"mean", "sum", "none"}, default "mean"
+    check_values : bool, default True
+        Check the label range and finite logits on every call (synchronises a GPU).
+    """
+
+    def __init__(self, num_classes: int, *, q: float = 0.7, reduction: str = "mean", check_values: bool = True) -> None:
+        super().__init__(num_classes, reduction=reduction, check_values=check_values)
+        self.q = _check_real("q", q, 0.0, 1.0, lo_open=True)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, q={self.q}, reduction={self.reduction!r}"
+
+    def forward(self, logits: Tensor, labels: Tensor, index: Tensor | None = None) -> Tensor:
+        logits, labels = self._prepare(logits, labels, index)
+        log_py = F.log_softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
+        log_py = log_py.clamp(min=math.log(_PROB_FLOOR))
+        return _reduce(-torch.expm1(self.q * log_py) / self.q, self.reduction)
+
+
+class SCELoss(_BaselineLoss):
+    r"""Symmetric cross entropy of Wang et al. (2019): ``alpha * CE + beta * RCE``.
+
+    The reverse cross entropy swaps prediction and label, ``RCE = -sum_c p_c log y_c``, with
+    ``log 0`` replaced by ``log_clip = A``; so ``RCE = -A * sum_{c != y} p_c = -A * (1 - p_y)``.
+    ``p`` is clamped to ``[1e-7, 1]`` in the RCE term as in the authors' code. The paper uses
+    ``A = -4``, ``alpha = 0.1, beta = 1.0`` on CIFAR-10 and ``alpha = 6.0, beta = 0.1`` on CIFAR-100.
+
+    Parameters
+    ----------
+    num_classes : int
+        Number of classes ``C``.
+    alpha : float, default 0.1
+        Weight of cross entropy, ``>= 0``.
+    beta : float, default 1.0
+        Weight of reverse cross entropy, ``>= 0``; ``alpha`` and ``beta`` may not both be 0.
+    log_clip : float, default -4.0
+        The value ``A < 0`` that stands in for ``log 0``.
+    reduction : {"mean", "sum", "none"}, default "mean"
+    check_values : bool, default True
+        Check the label range and finite logits on every call (synchronises a GPU).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        alpha: float = 0.1,
+        beta: float = 1.0,
+        log_clip: float = -4.0,
+        reduction: str = "mean",
+        check_values: bool = True,
+    ) -> None:
+        super().__init__(num_classes, reduction=reduction, check_values=check_values)
+        self.alpha = _check_real("alpha", alpha, 0.0, math.inf)
+        self.beta = _check_real("beta", beta, 0.0, math.inf)
+        if self.alpha == 0.0 and self.beta == 0.0:
+            raise ValueError("alpha and beta must not both be 0 (alpha >= 0, beta >= 0, alpha + beta > 0)")
+        self.log_clip = _check_real("log_clip", log_clip, -math.inf, 0.0, hi_open=True)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, alpha={self.alpha}, beta={self.beta}, "
+            f"log_clip={self.log_clip}, reduction={self.reduction!r}"
+        )
+
+    def forward(self, logits: Tensor, labels: Tensor, index: Tensor | None = None) -> Tensor:
+        logits, labels = self._prepare(logits, labels, index)
+        ce = F.cross_entropy(logits, labels, reduction="none")
+        p = F.softmax(logits, dim=1).clamp(_PROB_FLOOR, 1.0)
+        off_label = 1.0 - F.one_hot(labels, self.num_classes).to(p.dtype)
+        rce = -self.log_clip * (p * off_label).sum(dim=1)
+        return _reduce(self.alpha * ce + self.beta * rce, self.reduction)
+
+
+class ELRKLLoss(ELRLoss):
+    r"""ELR with the KL alternative of the paper's Section C: ``CE + lam * KL(t || p)``.
+
+    Same constructor, targets bank and update (Eq. 9) as :class:`ELRLoss`; only the regulariser
+    changes, from ``log(1 - <p, t>)`` to ``sum_c t_c log(t_c / p_c)`` (with ``0 log 0 = 0``). Both
+    are added with weight ``+lam`` and minimised. The targets are used as they are, without
+    renormalising (their rows sum to ``1 - beta^k`` after ``k`` updates). The paper shows this
+    variant overfits the targets; it is here for that comparison.
+    """
+
+    def regularizer(self, probs: Tensor, targets: Tensor) -> Tensor:
+        """Per-example ``KL(t || p) = sum_c t_c log t_c - t_c log p_c`` for clamped ``probs`` (batch, C)."""
+        # xlogy(t, t) is 0 where t = 0; log(probs) is finite because ELRLoss clamps probs to [eps, 1 - eps]
+        return (torch.xlogy(targets, targets) - targets * torch.log(probs)).sum(dim=1)
+
+
+# ---- registry ----------------------------------------------------------------------------------
+
+# name -> (class, fixed keyword arguments, whether the class takes num_examples)
+_LOSSES: dict[str, tuple[type[nn.Module], dict[str, object], bool]] = {
+    "ce": (CrossEntropyLoss, {}, False),
+    "elr": (ELRLoss, {}, True),
+    "elr_kl": (ELRKLLoss, {}, True),
+    "bootstrap_soft": (BootstrapLoss, {"mode": "soft"}, False),
+    "bootstrap_hard": (BootstrapLoss, {"mode": "hard"}, False),
+    "forward": (ForwardLoss, {}, False),
+    "gce": (GCELoss, {}, False),
+    "sce": (SCELoss, {}, False),
+}
+
+
+def list_losses() -> list[str]:
+    """Names accepted by :func:`create_loss`."""
+    return list(_LOSSES)
+
+
+def _lookup(name: str) -> tuple[type[nn.Module], dict[str, object], bool]:
+    if name not in _LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(_LOSSES)}")
+    return _LOSSES[name]
+
+
+def loss_params(name: str) -> tuple[str, ...]:
+    """Keyword parameters that :func:`create_loss` accepts for loss ``name`` (beyond the sizes)."""
+    cls, fixed, _ = _lookup(name)
+    signature = inspect.signature(cls.__init__)
+    return tuple(
+        p.name for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY and p.name not in fixed
+    )
+
+
+def create_loss(name: str, *, num_examples: int | None = None, num_classes: int, **params: object) -> nn.Module:
+    """Build a loss by name.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_losses`: "ce", "elr", "elr_kl", "bootstrap_soft", "bootstrap_hard",
+        "forward", "gce", "sce".
+    num_examples : int, optional
+        Training-set size; required by "elr" and "elr_kl", ignored by the others.
+    num_classes : int
+        Number of classes.
+    **params
+        The loss's keyword parameters (see :func:`loss_params`), e.g. ``lam``, ``beta``, ``q``;
+        "forward" requires ``transition``.
+
+    Returns
+    -------
+    nn.Module
+        A loss with the call signature ``loss(logits, labels, index)``.
+    """
+    cls, fixed, needs_examples = _lookup(name)
+    accepted = loss_params(name)
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"loss {name!r} got unknown parameter(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
+        )
+    required = [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.default is p.empty and p.name not in params
+    ]
+    if required:
+        raise ValueError(f"loss {name!r} requires parameter(s) {', '.join(required)}")
+    if needs_examples:
+        if num_examples is None:
+            raise ValueError(f"loss {name!r} requires num_examples (the training-set size)")
+        return cls(num_examples, num_classes, **fixed, **params)
+    return cls(num_classes, **fixed, **params)

@@ -1,0 +1,303 @@
+"""Run configuration: typed dataclasses, YAML files, dotted ``key=value`` overrides and validation."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the key and what is accepted."""
+
+
+@dataclass
+class DataConfig:
+    """Where the examples come from and how they are split."""
+
+    dataset: str = "digits"  # cifar10 | cifar100 | npz | digits
+    root: str | None = None  # folder of the python-version CIFAR files, or the .npz file
+    val_fraction: float = 0.0  # noisy validation split held out of the training set (authors: 0.1)
+    train_size: int | None = None  # keep a seeded, stratified subset of the training set (CPU presets)
+    augment: bool = True  # random crop (padding 4) + horizontal flip for image data
+
+
+@dataclass
+class NoiseConfig:
+    """Label noise applied to the training labels (see ``elr.noise``)."""
+
+    type: str = "symmetric"  # none | symmetric | asymmetric
+    rate: float = 0.0
+    exclude_true: bool = False  # symmetric only: flip to a different class (rate = realised rate)
+    seed: int | None = None  # defaults to the run seed
+
+
+@dataclass
+class Component:
+    """A component chosen by name plus its keyword parameters (``model`` and ``loss`` sections)."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+
+@dataclass
+class OptimConfig:
+    """SGD and the learning-rate schedule (epochs may be fractional inside a schedule)."""
+
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    nesterov: bool = False
+    batch_size: int = 128
+    epochs: int = 150
+    schedule: str = "multistep"  # constant | multistep | cosine | cosine_restarts | onecycle
+    milestones: list[int] = field(default_factory=lambda: [40, 80])
+    gamma: float = 0.01
+    restart_period: int = 10  # cosine_restarts: epochs per cycle (T_0)
+    min_lr: float = 0.0  # cosine / cosine_restarts floor (authors' cosine rows: 1e-3)
+    warmup_fraction: float = 0.25  # onecycle: fraction of training spent rising
+
+
+@dataclass
+class MonitorConfig:
+    """What is measured on the training set after every epoch."""
+
+    memorization: bool = True  # paper Figure 1 fractions (needs the true labels)
+    subset: int | None = None  # measure on a fixed random subset of this many training examples
+    gradient_terms: bool = False  # paper Figure 2 coefficients (ELR losses only)
+
+
+@dataclass
+class Config:
+    """Everything that defines a run. ``Config.load(path, overrides)`` is the usual entry point."""
+
+    seed: int = 0
+    method: str = "standard"
+    data: DataConfig = field(default_factory=DataConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    model: Component = field(default_factory=lambda: Component("resnet8"))
+    loss: Component = field(default_factory=lambda: Component("elr", {"lam": 3.0, "beta": 0.7}))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    eval_batch_size: int = 1024
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    channels_last: str = "auto"  # auto (on for CUDA) | on | off
+    compile: bool = False  # torch.compile the model(s)
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        return _build(cls, raw, "")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+        """Read a YAML file (or start from defaults), apply ``key=value`` overrides, validate."""
+        raw: dict[str, Any] = {}
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {path}")
+            loaded = yaml.safe_load(path.read_text())
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ConfigError(f"{path}: the top level of a config must be a mapping of keys to values")
+            raw = loaded or {}
+        raw = apply_overrides(raw, overrides)
+        config = cls.from_dict(raw)
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    # ---- validation -------------------------------------------------------------------------
+    def validate(self) -> Config:
+        """Check every value; raise ConfigError naming the key and the accepted values."""
+        d, n, o, m = self.data, self.noise, self.optim, self.monitor
+        _choice("data.dataset", d.dataset, ("cifar10", "cifar100", "npz", "digits"))
+        if d.dataset in ("cifar10", "cifar100", "npz") and not d.root:
+            raise ConfigError(f"data.root is required for data.dataset={d.dataset!r}: give data.root=PATH")
+        _range("data.val_fraction", d.val_fraction, 0.0, 1.0, hi_open=True)
+        _optional_int("data.train_size", d.train_size, 2)
+        _choice("noise.type", n.type, ("none", "symmetric", "asymmetric"))
+        _range("noise.rate", n.rate, 0.0, 1.0)
+        if n.type == "asymmetric" and d.dataset not in ("cifar10", "cifar100", "npz"):
+            raise ConfigError("noise.type=asymmetric is defined for CIFAR-10/100 only (data.dataset cifar10, cifar100, npz)")
+        _optional_int("noise.seed", n.seed, 0)
+        _int("seed", self.seed, 0)
+        _choice("method", self.method, ("standard",))
+        _range("optim.lr", o.lr, 0.0, math.inf, lo_open=True)
+        _range("optim.momentum", o.momentum, 0.0, 1.0, hi_open=True)
+        _range("optim.weight_decay", o.weight_decay, 0.0, math.inf)
+        _int("optim.batch_size", o.batch_size, 1)
+        _int("optim.epochs", o.epochs, 1)
+        _choice("optim.schedule", o.schedule, ("constant", "multistep", "cosine", "cosine_restarts", "onecycle"))
+        if not isinstance(o.milestones, list) or not all(isinstance(x, int) and x > 0 for x in o.milestones):
+            raise ConfigError(f"optim.milestones must be a list of positive epoch numbers, got {o.milestones!r}")
+        if o.milestones != sorted(o.milestones):
+            raise ConfigError(f"optim.milestones must be increasing, got {o.milestones!r}")
+        _range("optim.gamma", o.gamma, 0.0, 1.0, lo_open=True)
+        _int("optim.restart_period", o.restart_period, 1)
+        _range("optim.min_lr", o.min_lr, 0.0, o.lr)
+        _range("optim.warmup_fraction", o.warmup_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
+        if o.nesterov and o.momentum == 0:
+            raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
+        _optional_int("monitor.subset", m.subset, 1)
+        _int("eval_batch_size", self.eval_batch_size, 1)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _choice("amp", self.amp, ("auto", "bf16", "off"))
+        _choice("channels_last", self.channels_last, ("auto", "on", "off"))
+        _check_component("model", self.model)
+        _check_component("loss", self.loss)
+        return self
+
+
+# ---- overrides -----------------------------------------------------------------------------
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with ``a.b.c=value`` strings applied; values are parsed as YAML."""
+    result = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. optim.lr=0.01")
+        try:
+            value = yaml.safe_load(text) if text != "" else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: cannot parse the value ({err})") from None
+        node = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+# ---- dataclass <-> dict ---------------------------------------------------------------------
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if cls is Component:
+        return _build_component(raw, prefix)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        where = prefix.rstrip(".") or "the top level"
+        raise ConfigError(f"unknown key {prefix}{unknown[0]!r} in {where}; valid keys: {', '.join(known)}")
+    defaults = cls()
+    kwargs = {}
+    for name, value in raw.items():
+        current = getattr(defaults, name)
+        if dataclasses.is_dataclass(current):
+            kwargs[name] = _build(type(current), value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(f"{prefix}{name}", value, current)
+    return cls(**kwargs)
+
+
+def _build_component(raw: Any, prefix: str) -> Component:
+    where = prefix.rstrip(".")
+    if isinstance(raw, str):
+        return Component(raw)
+    if not isinstance(raw, dict) or "name" not in raw or not isinstance(raw["name"], str):
+        raise ConfigError(f"{where} must be a mapping with a 'name' (and its parameters), got {raw!r}")
+    params = {k: v for k, v in raw.items() if k != "name"}
+    return Component(raw["name"], params)
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Accept ints for floats and None for optional fields; reject other type mismatches."""
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    if isinstance(default, list) and not isinstance(value, list):
+        raise ConfigError(f"{key} must be a list, got {value!r}")
+    return value
+
+
+def _to_dict(obj: Any) -> Any:
+    if isinstance(obj, Component):
+        return obj.to_dict()
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_to_dict(x) for x in obj]
+    return obj
+
+
+# ---- value checks ----------------------------------------------------------------------------
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _range(key, value, lo, hi, *, lo_open=False, hi_open=False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        raise ConfigError(f"{key} must lie in {interval}, got {value!r}")
+
+
+def _int(key: str, value: Any, lo: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ConfigError(f"{key} must be an integer >= {lo}, got {value!r}")
+
+
+def _optional_int(key: str, value: Any, lo: int) -> None:
+    if value is not None:
+        _int(key, value, lo)
+
+
+def _check_component(section: str, component: Component) -> None:
+    """Check the component's name and parameter names against its registry (imports lazily)."""
+    try:
+        if section == "model":
+            from .models import model_params
+
+            accepted = model_params(component.name)
+        else:
+            from .losses import loss_params
+
+            accepted = loss_params(component.name)
+    except ValueError as err:
+        raise ConfigError(f"{section}.name: {err}") from None
+    unknown = sorted(set(component.params) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {section}.{unknown[0]} for {section} {component.name!r}; "
+            f"valid keys: {', '.join(['name', *accepted]) }"
+        )

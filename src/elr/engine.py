@@ -1,0 +1,233 @@
+"""The one epoch loop for every method: schedule, evaluation, monitor, checkpoints and metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from .checkpoint import atomic_write_text, capture_rng_state, restore_rng_state, save_checkpoint
+from .config import MonitorConfig, OptimConfig
+from .data import InMemoryDataset
+from .monitor import memorization_fractions
+from .schedules import learning_rate
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+class Method(Protocol):
+    """What the engine needs from a method (see ``elr.methods``)."""
+
+    def train(self) -> None: ...
+    def eval(self) -> None: ...
+    def set_lr(self, lr: float) -> None: ...
+    def train_step(self, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Tensor]: ...
+    def predict(self, x: Tensor) -> Tensor: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Progress(Protocol):
+    """Receives progress events; the CLI draws bars or prints lines, the library stays silent."""
+
+    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None: ...
+    def batch_end(self) -> None: ...
+    def epoch_end(self, record: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrainData:
+    """The datasets of a run: noisy training set, optional noisy validation split, clean test set."""
+
+    train: InMemoryDataset
+    test: InMemoryDataset
+    val: InMemoryDataset | None = None
+    num_classes: int = 0
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@torch.no_grad()
+def predict_all(method: Method, dataset: InMemoryDataset, batch_size: int) -> Tensor:
+    """Float32 logits for every example of ``dataset`` in order, shape (N, C)."""
+    outs = [method.predict(x) for x, _, _ in dataset.batches(batch_size, shuffle=False, train=False)]
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def evaluate(method: Method, dataset: InMemoryDataset, batch_size: int) -> dict[str, float]:
+    """Top-1 (and top-5 when there are at least 5 classes) accuracy against the dataset's labels."""
+    correct1 = correct5 = None
+    for x, y, _ in dataset.batches(batch_size, shuffle=False, train=False):
+        logits = method.predict(x)
+        hit1 = (logits.argmax(dim=1) == y).sum()
+        correct1 = hit1 if correct1 is None else correct1 + hit1
+        if logits.shape[1] >= 5:
+            hit5 = (logits.topk(5, dim=1).indices == y[:, None]).any(dim=1).sum()
+            correct5 = hit5 if correct5 is None else correct5 + hit5
+    n = len(dataset)
+    result = {"acc": float(correct1) / n}
+    if correct5 is not None:
+        result["top5"] = float(correct5) / n
+    return result
+
+
+class Engine:
+    """Trains a method for ``optim.epochs`` epochs, evaluating and checkpointing after each.
+
+    Parameters
+    ----------
+    method : Method
+        Owns the model(s), loss(es) and optimizer(s).
+    data : TrainData
+    optim : OptimConfig
+        Epochs, batch size and the learning-rate schedule.
+    monitor : MonitorConfig
+    eval_batch_size : int
+    seed : int
+        Seeds the generator that draws batch order and augmentation.
+    run_dir : Path, optional
+        Where ``checkpoint.pt`` and ``metrics.jsonl`` are written after every epoch.
+    checkpoint_meta : dict, optional
+        Extra checkpoint-safe values stored in every checkpoint (config, noisy labels).
+    progress : Progress, optional
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        data: TrainData,
+        *,
+        optim: OptimConfig,
+        monitor: MonitorConfig,
+        eval_batch_size: int,
+        seed: int,
+        run_dir: Path | None = None,
+        checkpoint_meta: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.method = method
+        self.data = data
+        self.optim = optim
+        self.monitor = monitor
+        self.eval_batch_size = eval_batch_size
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.checkpoint_meta = checkpoint_meta or {}
+        self.progress = progress
+        self.generator = torch.Generator().manual_seed(seed)
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+        self._monitor_set = self._choose_monitor_set(seed)
+
+    # ---- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "method": self.method.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": capture_rng_state(),
+            "history": self.history,
+            **self.checkpoint_meta,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state["method"])
+        self.generator.set_state(state["generator"])
+        restore_rng_state(state["rng"])
+        self.history = list(state["history"])
+        self.epoch = int(state["epoch"])
+        if self.run_dir is not None:
+            # metrics.jsonl may hold an epoch the checkpoint does not: rewrite it from the checkpoint
+            self._write_metrics()
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def fit(self) -> list[dict[str, Any]]:
+        """Train from the current epoch to the last; return the per-epoch records."""
+        while self.epoch < self.optim.epochs:
+            record = self._train_one_epoch()
+            self.epoch += 1
+            self.history.append(record)
+            if self.run_dir is not None:
+                save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict())
+                self._write_metrics()
+            log.info("epoch %d/%d %s", self.epoch, self.optim.epochs, _brief(record))
+            if self.progress is not None:
+                self.progress.epoch_end(record)
+        return self.history
+
+    def _train_one_epoch(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        train, optim, epoch = self.data.train, self.optim, self.epoch
+        batches = train.num_batches(optim.batch_size)
+        if self.progress is not None:
+            self.progress.epoch_start(epoch + 1, optim.epochs, batches)
+        self.method.train()
+        loss_sum = torch.zeros((), device=train.device)
+        correct = torch.zeros((), dtype=torch.long, device=train.device)
+        for b, (x, y, index) in enumerate(train.batches(optim.batch_size, shuffle=True, generator=self.generator)):
+            self.method.set_lr(learning_rate(optim, epoch + b / batches))
+            loss, hits = self.method.train_step(x, y, index)
+            loss_sum += loss.float() * y.shape[0]  # accumulated on the device: no sync per batch
+            correct += hits
+            if self.progress is not None:
+                self.progress.batch_end()
+        train_loss = float(loss_sum) / len(train)
+        if not math.isfinite(train_loss):
+            raise DivergedError(f"training loss became {train_loss} in epoch {epoch + 1}; lower optim.lr")
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": learning_rate(optim, epoch),
+            "train_loss": train_loss,
+            "train_acc": float(correct) / len(train),
+        }
+        record.update(self._evaluate())
+        record["seconds"] = time.perf_counter() - start
+        return record
+
+    def _evaluate(self) -> dict[str, Any]:
+        self.method.eval()
+        out: dict[str, Any] = {}
+        test = evaluate(self.method, self.data.test, self.eval_batch_size)
+        out["test_acc"] = test["acc"]
+        if "top5" in test:
+            out["test_top5"] = test["top5"]
+        if self.data.val is not None and len(self.data.val) > 0:
+            out["val_acc"] = evaluate(self.method, self.data.val, self.eval_batch_size)["acc"]
+        if self._monitor_set is not None:
+            subset = self._monitor_set
+            pred = predict_all(self.method, subset, self.eval_batch_size).argmax(dim=1)
+            fractions = memorization_fractions(pred, subset.labels, subset.true_labels)
+            out.update({f"mem_{k}": v for k, v in fractions.items()})
+        return out
+
+    def _choose_monitor_set(self, seed: int) -> InMemoryDataset | None:
+        train = self.data.train
+        if not self.monitor.memorization or train.true_labels is None:
+            return None
+        size = self.monitor.subset
+        if size is None or size >= len(train):
+            return train
+        # a fixed subset, drawn from its own generator so the training stream is unaffected
+        picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:size]
+        return train.subset(picked.sort().values.to(train.device))
+
+    def _write_metrics(self) -> None:
+        lines = "".join(json.dumps(r) + "\n" for r in self.history)
+        atomic_write_text(self.run_dir / METRICS, lines)
+
+
+def _brief(record: dict[str, Any]) -> str:
+    keys = ("train_loss", "test_acc", "val_acc", "mem_wrong_memorized")
+    return " ".join(f"{k}={record[k]:.4f}" for k in keys if record.get(k) is not None)

@@ -1,0 +1,102 @@
+"""How one training step works: a method owns its model(s), loss(es) and optimizer(s)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import OptimConfig
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Device and numeric settings shared by every method."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None  # bf16 autocast when set
+    channels_last: bool = False
+    compile: bool = False
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def prepare_input(self, x: Tensor) -> Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def prepare_model(self, model: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """Move ``model`` to the device; return (module to keep for state_dict, module to call)."""
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model, (torch.compile(model) if self.compile else model)
+
+
+def make_sgd(model: nn.Module, optim: OptimConfig) -> torch.optim.SGD:
+    """SGD over all parameters with the config's momentum, weight decay and Nesterov setting."""
+    return torch.optim.SGD(
+        model.parameters(), lr=optim.lr, momentum=optim.momentum,
+        weight_decay=optim.weight_decay, nesterov=optim.nesterov,
+    )
+
+
+class Standard:
+    """One network trained with one loss: cross entropy, ELR or any baseline loss.
+
+    The loss must follow the shared signature ``loss(logits, labels, index)``.
+    """
+
+    def __init__(self, model: nn.Module, loss: nn.Module, optim: OptimConfig, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.model, self._forward = runtime.prepare_model(model)
+        self.loss = loss.to(runtime.device)
+        self.optimizer = make_sgd(self.model, optim)
+
+    # The engine drives every method through these few calls.
+    def train(self) -> None:
+        self.model.train()
+
+    def eval(self) -> None:
+        self.model.eval()
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def train_step(self, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        """One SGD step; returns the batch's mean loss and its number of correct predictions (on device)."""
+        x = self.runtime.prepare_input(x)
+        with self.runtime.autocast():
+            logits = self._forward(x)
+        loss = self.loss(logits, y, index)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), (logits.detach().argmax(dim=1) == y).sum()
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Float32 logits of the network in its current mode."""
+        with self.runtime.autocast():
+            return self._forward(self.runtime.prepare_input(x)).float()
+
+    @property
+    def elr_loss(self) -> nn.Module | None:
+        """The loss when it keeps ELR targets (for the gradient-term monitor), else None."""
+        return self.loss if hasattr(self.loss, "targets") else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "loss": self.loss.state_dict(),
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])

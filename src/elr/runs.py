@@ -1,0 +1,282 @@
+"""A run from a Config: build data, noise and method, drive the engine, and own the run directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__, noise
+from .checkpoint import atomic_write_text, load_checkpoint
+from .config import Config, ConfigError
+from .data import InMemoryDataset, read_dataset, stratified_split
+from .engine import CHECKPOINT, METRICS, Engine, Progress, TrainData, evaluate
+from .losses import create_loss
+from .methods import Runtime, Standard
+from .models import create_model, model_params
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+SUMMARY = "summary.json"
+NOISE_FILE = "noise.json"
+NOISY_LABELS = "noisy_labels.npy"
+# keys that may differ between a run's config and the resume command (they do not change results on CPU)
+RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "eval_batch_size")
+
+
+@dataclass
+class PreparedData:
+    """The datasets of a run plus what is saved about its labels."""
+
+    data: TrainData
+    noisy_labels: np.ndarray  # the whole (sub-sampled) training set, before the validation split
+    true_labels: np.ndarray
+    val_indices: np.ndarray
+    noise_summary: dict[str, Any]
+    class_names: list[str] = field(default_factory=list)
+
+
+def derived_seeds(seed: int) -> dict[str, int]:
+    """Independent seeds for each random choice of a run, all derived from ``config.seed``."""
+    words = np.random.SeedSequence(seed).generate_state(4)
+    return {name: int(w) for name, w in zip(("subset", "noise", "split", "train"), words)}
+
+
+def resolve_runtime(config: Config, device: str | None = None) -> Runtime:
+    """Pick the device (CUDA when present for ``auto``) and the numeric settings that go with it."""
+    name = device or config.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} was asked for but CUDA is not available; use device=cpu")
+    on_cuda = dev.type == "cuda"
+    amp = config.amp == "bf16" or (config.amp == "auto" and on_cuda)
+    channels_last = config.channels_last == "on" or (config.channels_last == "auto" and on_cuda)
+    return Runtime(dev, torch.bfloat16 if amp else None, channels_last, config.compile)
+
+
+def prepare_data(config: Config, device: torch.device | str = "cpu") -> PreparedData:
+    """Read the data set, keep the configured subset, apply label noise, split off validation."""
+    d = config.data
+    raw = read_dataset(d.dataset, d.root)
+    seeds = derived_seeds(config.seed)
+    x_train, y_true = raw.x_train, np.asarray(raw.y_train, dtype=np.int64)
+    num_classes = len(raw.class_names) if raw.class_names else int(max(y_true.max(), raw.y_test.max()) + 1)
+    if d.train_size is not None and d.train_size < len(y_true):
+        _, keep = stratified_split(y_true, d.train_size / len(y_true), seed=seeds["subset"])
+        x_train, y_true = x_train[keep], y_true[keep]
+
+    n = config.noise
+    noise_seed = n.seed if n.seed is not None else seeds["noise"]
+    if n.type == "none" or n.rate == 0:
+        noisy = y_true.copy()
+    elif n.type == "symmetric":
+        noisy = noise.symmetric(y_true, n.rate, num_classes, seed=noise_seed, exclude_true=n.exclude_true)
+    else:
+        kind = d.dataset if d.dataset in ("cifar10", "cifar100") else {10: "cifar10", 100: "cifar100"}.get(num_classes)
+        if kind is None:
+            raise ConfigError("noise.type=asymmetric needs CIFAR-10 or CIFAR-100 classes (10 or 100)")
+        noisy = noise.asymmetric(y_true, n.rate, dataset=kind, seed=noise_seed)
+    summary = noise.summary(noisy, y_true, num_classes)
+
+    if d.val_fraction > 0:
+        train_idx, val_idx = stratified_split(noisy, d.val_fraction, seed=seeds["split"])
+    else:
+        train_idx, val_idx = np.arange(len(noisy)), np.zeros(0, dtype=np.int64)
+
+    common = {"mean": raw.mean, "std": raw.std, "class_names": raw.class_names}
+    images = np.asarray(x_train).ndim == 4
+    train = InMemoryDataset(x_train[train_idx], noisy[train_idx], true_labels=y_true[train_idx],
+                            augment=d.augment and images, **common)
+    val = (InMemoryDataset(x_train[val_idx], noisy[val_idx], true_labels=y_true[val_idx], **common)
+           if len(val_idx) else None)
+    test = InMemoryDataset(raw.x_test, np.asarray(raw.y_test, dtype=np.int64), **common)
+    data = TrainData(train=train.to(device), test=test.to(device),
+                     val=val.to(device) if val is not None else None, num_classes=num_classes)
+    return PreparedData(data, noisy, y_true, val_idx, summary, list(raw.class_names or []))
+
+
+def build_method(config: Config, prepared: PreparedData, runtime: Runtime) -> Standard:
+    """Create the model and loss named in the config; shapes come from the data."""
+    num_classes = prepared.data.num_classes
+    model_kwargs = dict(config.model.params)
+    accepted = model_params(config.model.name)
+    sample = prepared.data.train.inputs
+    if "in_channels" in accepted and sample.dim() == 4:
+        model_kwargs.setdefault("in_channels", int(sample.shape[1]))
+    if "in_features" in accepted:
+        model_kwargs.setdefault("in_features", int(np.prod(sample.shape[1:])))
+    torch.manual_seed(derived_seeds(config.seed)["train"])  # the model's initial weights
+    model = create_model(config.model.name, num_classes, **model_kwargs)
+    loss = create_loss(config.loss.name, num_examples=len(prepared.data.train), num_classes=num_classes,
+                       **config.loss.params)
+    if hasattr(loss, "check_values") and runtime.device.type == "cuda":
+        loss.check_values = False  # value checks read tensors back to the host every step
+    if config.method != "standard":
+        raise ConfigError(f"method must be 'standard', got {config.method!r}")
+    return Standard(model, loss, config.optim, runtime)
+
+
+# ---- the run directory ------------------------------------------------------------------------
+
+
+def _meta(config: Config, prepared: PreparedData) -> dict[str, Any]:
+    return {"config": config.to_dict(), "noisy_labels": torch.from_numpy(prepared.noisy_labels)}
+
+
+def _versions() -> dict[str, str]:
+    return {"elr": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def train(
+    config: Config,
+    out_dir: str | Path,
+    *,
+    progress: Progress | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Train a new run into ``out_dir`` (created; must not hold a run yet). Returns the summary."""
+    config.validate()
+    run_dir = Path(out_dir)
+    if (run_dir / CHECKPOINT).exists() or (run_dir / CONFIG_FILE).exists():
+        raise FileExistsError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runtime = resolve_runtime(config, device)
+    prepared = prepare_data(config, runtime.device)
+    header = f"# elr {__version__}, torch {torch.__version__}, numpy {np.__version__}\n"
+    atomic_write_text(run_dir / CONFIG_FILE, header + config.to_yaml())
+    np.save(run_dir / NOISY_LABELS, prepared.noisy_labels)
+    noise_info = {**prepared.noise_summary, "type": config.noise.type, "rate": config.noise.rate,
+                  "val_indices": prepared.val_indices.tolist()}
+    atomic_write_text(run_dir / NOISE_FILE, json.dumps(noise_info) + "\n")
+    method = build_method(config, prepared, runtime)
+    engine = _engine(config, prepared, method, run_dir, progress)
+    return _finish(config, prepared, engine, run_dir)
+
+
+def resume(run_dir: str | Path, *, progress: Progress | None = None, device: str | None = None) -> dict[str, Any]:
+    """Continue the run in ``run_dir`` from its last checkpoint; results equal an uninterrupted run."""
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    _check_same_config(config, state["config"], run_dir)
+    runtime = resolve_runtime(config, device)
+    prepared = prepare_data(config, runtime.device)
+    if not np.array_equal(state["noisy_labels"].numpy(), prepared.noisy_labels):
+        raise ValueError(f"{run_dir}: the data or noise no longer reproduce the run's noisy labels; refusing to resume")
+    method = build_method(config, prepared, runtime)
+    engine = _engine(config, prepared, method, run_dir, progress)
+    engine.load_state_dict(state)
+    return _finish(config, prepared, engine, run_dir)
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
+    return Config.load(run_dir / CONFIG_FILE)
+
+
+def evaluate_run(run_dir: str | Path, *, device: str | None = None) -> dict[str, Any]:
+    """Evaluate the checkpoint of a run on its test set (and validation split)."""
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    runtime = resolve_runtime(config, device)
+    prepared = prepare_data(config, runtime.device)
+    method = build_method(config, prepared, runtime)
+    method.load_state_dict(state["method"])
+    method.eval()
+    result = {"epoch": int(state["epoch"])}
+    test = evaluate(method, prepared.data.test, config.eval_batch_size)
+    result.update({f"test_{k}" if k != "acc" else "test_acc": v for k, v in test.items()})
+    if prepared.data.val is not None:
+        result["val_acc"] = evaluate(method, prepared.data.val, config.eval_batch_size)["acc"]
+    return result
+
+
+def _engine(config: Config, prepared: PreparedData, method: Standard, run_dir: Path,
+            progress: Progress | None) -> Engine:
+    return Engine(method, prepared.data, optim=config.optim, monitor=config.monitor,
+                  eval_batch_size=config.eval_batch_size, seed=derived_seeds(config.seed)["train"],
+                  run_dir=run_dir, checkpoint_meta=_meta(config, prepared), progress=progress)
+
+
+def _check_same_config(config: Config, saved: dict[str, Any], run_dir: Path) -> None:
+    current = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_KEYS}
+    stored = {k: v for k, v in saved.items() if k not in RUNTIME_KEYS}
+    if current != stored:
+        diff = sorted(k for k in set(current) | set(stored) if current.get(k) != stored.get(k))
+        raise ValueError(
+            f"{run_dir}: the checkpoint was written by a different config (differs in: {', '.join(diff)}); "
+            "refusing to resume"
+        )
+
+
+def _finish(config: Config, prepared: PreparedData, engine: Engine, run_dir: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    history = engine.fit()
+    summary = summarize(history, config, prepared)
+    summary["train_seconds_this_session"] = time.perf_counter() - start
+    atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    summary["plots"] = _plot(run_dir, history, config)
+    return summary
+
+
+def summarize(history: list[dict[str, Any]], config: Config, prepared: PreparedData) -> dict[str, Any]:
+    """Final and validation-selected results of a finished run."""
+    last = history[-1]
+    pick = ("test_acc", "test_top5", "val_acc", "mem_wrong_memorized", "mem_clean_correct")
+
+    def row(record: dict[str, Any]) -> dict[str, Any]:
+        return {"epoch": record["epoch"], **{k: record[k] for k in pick if k in record}}
+
+    with_val = [r for r in history if r.get("val_acc") is not None]
+    selected = None
+    if with_val:
+        best = max(with_val, key=lambda r: (r["val_acc"], -r["epoch"]))  # earliest epoch wins ties
+        selected = {"by": "val_acc (noisy validation split)", **row(best)}
+    return {
+        "method": config.method,
+        "loss": config.loss.name,
+        "model": config.model.name,
+        "dataset": config.data.dataset,
+        "noise": {"type": config.noise.type, "rate": config.noise.rate,
+                  "realised_rate": prepared.noise_summary.get("noise_rate")},
+        "seed": config.seed,
+        "epochs": len(history),
+        "train_examples": len(prepared.data.train),
+        "last": row(last),
+        "selected": selected,
+        "best_test_acc": max(r["test_acc"] for r in history),
+        "total_seconds": sum(r["seconds"] for r in history),
+        "versions": _versions(),
+    }
+
+
+def _plot(run_dir: Path, history: list[dict[str, Any]], config: Config) -> list[str]:
+    try:
+        from .plots import plot_training
+    except ImportError:
+        return []
+    try:
+        return [str(p) for p in plot_training(history, run_dir, title=run_title(config))]
+    except ImportError as err:
+        log.warning("no plots: %s", err)
+        return []
+
+
+def run_title(config: Config) -> str:
+    noise_text = "clean labels" if config.noise.type == "none" or config.noise.rate == 0 else \
+        f"{config.noise.type} {config.noise.rate:.0%} noise"
+    return f"{config.loss.name.upper()} on {config.data.dataset}, {noise_text}"

