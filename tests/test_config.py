@@ -18,14 +18,21 @@ def test_overrides_reach_nested_and_component_keys():
 
 
 def test_override_parses_yaml_values():
-    raw = apply_overrides({}, ["a.b=true", "a.c=null", "d=1e-3", "e=name"])
-    assert raw == {"a": {"b": True, "c": None}, "d": 1e-3, "e": "name"}
+    raw = apply_overrides({}, ["a.b=true", "a.c=null", "d=1e-3", "e=name", "f=[1, 2]"])
+    assert raw == {"a": {"b": True, "c": None}, "d": 1e-3, "e": "name", "f": [1, 2]}
+
+
+def test_yaml_exponent_numbers_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim: {weight_decay: 1e-3}\nloss: {name: elr, lam: 3e0}\n")
+    cfg = Config.load(path)
+    assert cfg.optim.weight_decay == 1e-3 and cfg.loss.params["lam"] == 3.0
 
 
 def test_unknown_key_lists_valid_keys():
     with pytest.raises(ConfigError, match=r"optim\.lrr.*valid keys: lr, momentum"):
         Config.load(None, ["optim.lrr=0.1"])
-    with pytest.raises(ConfigError, match="unknown key 'colour'"):
+    with pytest.raises(ConfigError, match="unknown key colour"):
         Config.load(None, ["colour=blue"])
 
 

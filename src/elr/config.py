@@ -175,7 +175,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r} must look like key=value, e.g. optim.lr=0.01")
         try:
-            value = yaml.safe_load(text) if text != "" else None
+            value = _numeric(yaml.safe_load(text)) if text != "" else None
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: cannot parse the value ({err})") from None
         node = result
@@ -203,12 +203,15 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     unknown = sorted(set(raw) - set(known))
     if unknown:
         where = prefix.rstrip(".") or "the top level"
-        raise ConfigError(f"unknown key {prefix}{unknown[0]!r} in {where}; valid keys: {', '.join(known)}")
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} in {where}; valid keys: {', '.join(known)}")
     defaults = cls()
     kwargs = {}
     for name, value in raw.items():
         current = getattr(defaults, name)
-        if dataclasses.is_dataclass(current):
+        if isinstance(current, Component) and isinstance(value, dict) and "name" not in value:
+            # overriding parameters of the default component keeps its name and other parameters
+            kwargs[name] = _build_component({**current.to_dict(), **value}, f"{prefix}{name}.")
+        elif dataclasses.is_dataclass(current):
             kwargs[name] = _build(type(current), value, f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(f"{prefix}{name}", value, current)
@@ -221,12 +224,25 @@ def _build_component(raw: Any, prefix: str) -> Component:
         return Component(raw)
     if not isinstance(raw, dict) or "name" not in raw or not isinstance(raw["name"], str):
         raise ConfigError(f"{where} must be a mapping with a 'name' (and its parameters), got {raw!r}")
-    params = {k: v for k, v in raw.items() if k != "name"}
+    params = {k: _numeric(v) for k, v in raw.items() if k != "name"}
     return Component(raw["name"], params)
+
+
+def _numeric(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string; read number-like strings as numbers."""
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    return value
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """Accept ints for floats and None for optional fields; reject other type mismatches."""
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        value = _numeric(value)
     if value is None or default is None:
         return value
     if isinstance(default, bool):

@@ -1,0 +1,408 @@
+"""Readers that turn data set files (CIFAR pickles, .npz, scikit-learn digits) into NumPy arrays."""
+
+from __future__ import annotations
+
+import codecs
+import numbers
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .split import stratified_split
+
+__all__ = ["RawData", "read_cifar", "read_npz", "read_digits", "read_dataset", "NORMALIZATION", "CIFAR10_CLASSES"]
+
+# Per-channel (mean, std) in [0, 1] pixel units, as used by the ELR authors.
+NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+}
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@dataclass
+class RawData:
+    """A data set as NumPy arrays, before any noise, split or tensor conversion.
+
+    Attributes
+    ----------
+    x_train, x_test : np.ndarray
+        uint8 images of shape (N, H, W, C), or float32 features of shape (N, D).
+    y_train, y_test : np.ndarray, int64, shape (N,)
+        Labels as distributed with the data set (taken to be the true labels).
+    class_names : list of str
+        One name per class, in label order.
+    name : str
+        Data set name, e.g. ``"cifar10"``.
+    mean, std : tuple of float or None
+        Per-channel normalisation constants in [0, 1] pixel units (length C); None for features.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+    name: str
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes: ``len(class_names)``."""
+        return len(self.class_names)
+
+    @property
+    def is_image(self) -> bool:
+        """True for uint8 image arrays (N, H, W, C), False for feature arrays (N, D)."""
+        return self.x_train.ndim == 4
+
+
+# ----------------------------------------------------------------------------------------------
+# CIFAR (the "python version" pickles)
+
+_CIFAR_LAYOUTS = {
+    "cifar10": {
+        "folder": "cifar-10-batches-py",
+        "train": [f"data_batch_{i}" for i in range(1, 6)],
+        "test": "test_batch",
+        "meta": "batches.meta",
+        "label_key": b"labels",
+        "names_key": b"label_names",
+    },
+    "cifar100": {
+        "folder": "cifar-100-python",
+        "train": ["train"],
+        "test": "test",
+        "meta": "meta",
+        "label_key": b"fine_labels",
+        "names_key": b"fine_label_names",
+    },
+}
+
+
+def _multiarray(name: str):
+    # Resolve through numpy._core when it exists, so numpy 2 does not warn about numpy.core.
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    return getattr(multiarray, name)
+
+
+def _latin1_encode(text, encoding="utf-8", errors="strict"):
+    # Python 3 writes bytes into protocol-2 pickles as _codecs.encode(text, "latin1"); admit
+    # exactly that use and no other codec.
+    if codecs.lookup(encoding).name != "iso8859-1":
+        raise pickle.UnpicklingError(f"_codecs.encode is allowed with latin1 only, got encoding {encoding!r}")
+    if not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode is allowed on str only, got {type(text).__name__}")
+    return text.encode("latin1", errors)
+
+
+# (module, name) -> how to build the object. Nothing else may be named inside a CIFAR pickle.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): lambda: _multiarray("_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"): lambda: _multiarray("_reconstruct"),
+    ("numpy.core.multiarray", "scalar"): lambda: _multiarray("scalar"),
+    ("numpy._core.multiarray", "scalar"): lambda: _multiarray("scalar"),
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("_codecs", "encode"): lambda: _latin1_encode,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that builds only NumPy arrays, dtypes and scalars (plus plain containers)."""
+
+    def __init__(self, file, path: Path):
+        super().__init__(file, encoding="bytes")  # real files were written by Python 2 cPickle
+        self._path = path
+
+    def find_class(self, module: str, name: str):
+        make = _ALLOWED_GLOBALS.get((module, name))
+        if make is None:
+            raise pickle.UnpicklingError(
+                f"{self._path}: refusing to load global {module}.{name}; a CIFAR pickle holds only "
+                "numpy arrays (numpy.core.multiarray._reconstruct, numpy.ndarray, numpy.dtype), "
+                "so this file is not a genuine CIFAR batch"
+            )
+        return make()
+
+
+def _load_pickle(path: Path) -> dict:
+    with open(path, "rb") as fh:
+        try:
+            obj = _RestrictedUnpickler(fh, path).load()
+        except pickle.UnpicklingError:
+            raise
+        except Exception as exc:  # truncated or corrupt files
+            raise ValueError(f"{path}: not a readable CIFAR pickle ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
+    return obj
+
+
+def _get(d: dict, key: bytes, path: Path):
+    if key not in d:
+        found = sorted(k.decode("latin1") if isinstance(k, bytes) else str(k) for k in d)
+        raise ValueError(f"{path}: missing key {key.decode()!r}; keys found: {found}")
+    return d[key]
+
+
+def _read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    d = _load_pickle(path)
+    data = np.asarray(_get(d, b"data", path))
+    labels = np.asarray(_get(d, label_key, path))
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(f"{path}: 'data' must be uint8 of shape (N, 3072), got {data.dtype} {data.shape}")
+    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: {label_key.decode()!r} must be {len(data)} integers, got {labels.dtype} {labels.shape}")
+    # rows are channel-major: 1024 red, 1024 green, 1024 blue values, each a row-major 32x32 plane
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels.astype(np.int64)
+
+
+def _cifar_folder(root: Path, layout: dict, dataset: str) -> Path:
+    expected = (
+        f"the CIFAR 'python version' layout: folder {layout['folder']}/ holding "
+        f"{', '.join(layout['train'])}, {layout['test']} and {layout['meta']}"
+    )
+    if not root.exists():
+        raise FileNotFoundError(f"root {root} does not exist; {dataset} expects {expected}")
+    folder = root / layout["folder"]
+    if not folder.is_dir() and (root / layout["test"]).is_file():
+        folder = root  # root is the folder itself
+    for name in [*layout["train"], layout["test"], layout["meta"]]:
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name} not found; {dataset} expects {expected} (root may be that folder or its parent)")
+    return folder
+
+
+def read_cifar(root: str | Path, dataset: str = "cifar10") -> RawData:
+    """Read CIFAR-10 or CIFAR-100 from the official "python version" pickles.
+
+    The pickles are read with a restricted unpickler that builds only NumPy arrays and plain
+    containers, so a tampered file cannot run code: any other global raises
+    ``pickle.UnpicklingError`` naming the file and the global.
+
+    Parameters
+    ----------
+    root : str or Path
+        The folder ``cifar-10-batches-py`` (CIFAR-10: ``data_batch_1`` ... ``data_batch_5``,
+        ``test_batch``, ``batches.meta``) or ``cifar-100-python`` (CIFAR-100: ``train``,
+        ``test``, ``meta``; fine labels), or the folder that contains it.
+    dataset : {"cifar10", "cifar100"}
+
+    Returns
+    -------
+    RawData
+        uint8 images (N, 32, 32, 3) in RGB, int64 labels, the class names and the authors'
+        normalisation constants.
+
+    Raises
+    ------
+    FileNotFoundError
+        A folder or file of the layout is missing (the message names the expected path).
+    ValueError
+        Unknown ``dataset`` or malformed contents.
+    """
+    if dataset not in _CIFAR_LAYOUTS:
+        raise ValueError(f"dataset must be one of {sorted(_CIFAR_LAYOUTS)}, got {dataset!r}")
+    layout = _CIFAR_LAYOUTS[dataset]
+    folder = _cifar_folder(Path(root), layout, dataset)
+    parts = [_read_cifar_batch(folder / name, layout["label_key"]) for name in layout["train"]]
+    x_train = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+    y_train = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+    x_test, y_test = _read_cifar_batch(folder / layout["test"], layout["label_key"])
+    meta_path = folder / layout["meta"]
+    names = _get(_load_pickle(meta_path), layout["names_key"], meta_path)
+    class_names = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
+    top = int(max(y_train.max(initial=-1), y_test.max(initial=-1)))
+    if min(y_train.min(initial=0), y_test.min(initial=0)) < 0 or top >= len(class_names):
+        raise ValueError(f"{folder}: labels must lie in [0, {len(class_names)}) (one per class name), found up to {top}")
+    mean, std = NORMALIZATION[dataset]
+    return RawData(x_train, y_train, x_test, y_test, class_names, dataset, mean, std)
+
+
+# ----------------------------------------------------------------------------------------------
+# .npz
+
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _check_inputs(x: np.ndarray, key: str, path: Path) -> np.ndarray:
+    if x.dtype == np.uint8 and x.ndim == 4:
+        return x
+    if x.ndim == 2 and np.issubdtype(x.dtype, np.floating):
+        return x.astype(np.float32, copy=False)
+    raise ValueError(
+        f"{path}: {key} must be uint8 images of shape (N, H, W, C) or float features of shape (N, D), "
+        f"got {x.dtype} {x.shape}"
+    )
+
+
+def _check_labels(y: np.ndarray, n: int, key: str, path: Path) -> np.ndarray:
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{path}: {key} must be {n} integers (shape ({n},)), got {y.dtype} {y.shape}")
+    if n and y.min() < 0:
+        raise ValueError(f"{path}: {key} must be non-negative class indices, found {int(y.min())}")
+    return y.astype(np.int64, copy=False)
+
+
+def read_npz(path: str | Path, *, name: str = "cifar10") -> RawData:
+    """Read a data set stored as arrays in an ``.npz`` file (no pickle).
+
+    Parameters
+    ----------
+    path : str or Path
+        File with ``x_train``, ``y_train``, ``x_test``, ``y_test`` and optionally ``class_names``
+        (str array). Inputs are uint8 images (N, H, W, C) or float features (N, D); labels are
+        integers (stored as int64).
+    name : str
+        Data set name. ``"cifar10"`` and ``"cifar100"`` pick the authors' normalisation
+        constants; for any other name the per-channel mean and std are computed from
+        ``x_train`` (images) or left None (features).
+
+    Returns
+    -------
+    RawData
+        When ``class_names`` is absent: the CIFAR-10 names for ``name="cifar10"`` with 10
+        classes, otherwise ``"0"``, ``"1"``, ... up to the largest label.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        A required key is missing (the message lists the keys found) or an array has the wrong
+        shape or dtype.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"npz file {path} not found (expected arrays {', '.join(_NPZ_KEYS)})")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty str, got {name!r}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in _NPZ_KEYS if k not in z.files]
+            if missing:
+                raise ValueError(f"{path}: missing key(s) {missing}; keys found: {sorted(z.files)}; required: {list(_NPZ_KEYS)}")
+            arrays = {k: z[k] for k in _NPZ_KEYS}
+            names = z["class_names"] if "class_names" in z.files else None
+    except ValueError:
+        raise
+    except Exception as exc:  # not a zip / corrupt member
+        raise ValueError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from exc
+
+    x_train = _check_inputs(arrays["x_train"], "x_train", path)
+    x_test = _check_inputs(arrays["x_test"], "x_test", path)
+    if x_train.shape[1:] != x_test.shape[1:] or x_train.dtype != x_test.dtype:
+        raise ValueError(f"{path}: x_train and x_test must agree in dtype and example shape, got "
+                         f"{x_train.dtype} {x_train.shape[1:]} and {x_test.dtype} {x_test.shape[1:]}")
+    y_train = _check_labels(arrays["y_train"], len(x_train), "y_train", path)
+    y_test = _check_labels(arrays["y_test"], len(x_test), "y_test", path)
+    top = int(max(y_train.max(initial=-1), y_test.max(initial=-1)))
+
+    if names is not None:
+        if names.ndim != 1 or names.dtype.kind not in "US":
+            raise ValueError(f"{path}: class_names must be a 1-D str array, got {names.dtype} {names.shape}")
+        class_names = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names.tolist()]
+        if top >= len(class_names):
+            raise ValueError(f"{path}: labels go up to {top} but only {len(class_names)} class_names are given")
+    elif name == "cifar10" and top < 10:
+        class_names = list(CIFAR10_CLASSES)
+    else:
+        class_names = [str(i) for i in range(top + 1)]
+
+    mean = std = None
+    if x_train.ndim == 4:
+        channels = x_train.shape[3]
+        if name in NORMALIZATION and channels == 3:
+            mean, std = NORMALIZATION[name]
+        else:
+            mean, std = _channel_stats(x_train)
+    return RawData(x_train, y_train, x_test, y_test, class_names, name, mean, std)
+
+
+def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    # per-channel moments in [0, 1] units, accumulated in float64 one channel at a time
+    mean, std = [], []
+    for c in range(x.shape[3]):
+        v = x[..., c].astype(np.float64) / 255.0
+        mean.append(float(v.mean()))
+        std.append(max(float(v.std()), 1e-6))  # a constant channel must not divide by zero
+    return tuple(mean), tuple(std)
+
+
+# ----------------------------------------------------------------------------------------------
+# scikit-learn digits (small demo data set)
+
+
+def read_digits(*, test_fraction: float = 0.2, seed: int = 0) -> RawData:
+    """Read scikit-learn's handwritten digits (1797 8x8 images, 10 classes) as features.
+
+    Parameters
+    ----------
+    test_fraction : float in (0, 1)
+        Share of each class held out as the test set (stratified, rounded half up per class).
+    seed : int
+        Seed of the split (:func:`elr.data.stratified_split`).
+
+    Returns
+    -------
+    RawData
+        float32 features of shape (N, 64) scaled to [0, 1] (pixel / 16), int64 labels,
+        class names ``"0"`` ... ``"9"``, ``mean = std = None``.
+
+    Raises
+    ------
+    ImportError
+        scikit-learn is not installed (``pip install 'elr[demo]'``).
+    """
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise ImportError("read_digits needs scikit-learn: pip install 'elr[demo]'") from exc
+    bunch = load_digits()
+    x = (np.asarray(bunch.data, dtype=np.float32) / 16.0).astype(np.float32)
+    y = np.asarray(bunch.target, dtype=np.int64)
+    train_idx, test_idx = stratified_split(y, float(test_fraction), seed=seed)
+    class_names = [str(i) for i in range(10)]
+    return RawData(x[train_idx], y[train_idx], x[test_idx], y[test_idx], class_names, "digits", None, None)
+
+
+# ----------------------------------------------------------------------------------------------
+
+_READERS = ("cifar10", "cifar100", "npz", "digits")
+
+
+def read_dataset(name: str, root: str | Path | None = None, **kw) -> RawData:
+    """Read a data set by name.
+
+    Parameters
+    ----------
+    name : {"cifar10", "cifar100", "npz", "digits"}
+        ``cifar10``/``cifar100``: :func:`read_cifar` on ``root`` (required). ``npz``:
+        :func:`read_npz` on the file ``root`` (required; ``kw`` may give ``name``).
+        ``digits``: :func:`read_digits` with ``kw``; ``root`` is not used.
+    root : str or Path, optional
+        Folder or file to read from.
+    **kw
+        Passed to the reader.
+    """
+    if name not in _READERS:
+        raise ValueError(f"unknown data set name {name!r}; known: {', '.join(_READERS)}")
+    if name == "digits":
+        return read_digits(**kw)
+    if root is None:
+        what = "the .npz file" if name == "npz" else "the CIFAR folder or its parent"
+        raise ValueError(f"root is required for data set {name!r}: give {what}")
+    if name == "npz":
+        return read_npz(root, **kw)
+    return read_cifar(root, name, **kw)
