@@ -175,9 +175,12 @@ def test_cli_train_resume_and_eval(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--out", str(out), "optim.epochs=1"]) == 0
     assert "last epoch (1)" in capsys.readouterr().out
+    first = json.loads((out / "metrics.jsonl").read_text())
     assert main(["train", "--resume", str(out)]) == 0  # already finished: nothing to do, same summary
+    assert "last epoch (1)" in capsys.readouterr().out
     assert main(["eval", str(out)]) == 0
-    assert json.loads(capsys.readouterr().out.split("\n", 2)[-1] or "{}") is not None
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["epoch"] == 1 and evaluated["test_acc"] == pytest.approx(first["test_acc"])
 
 
 def test_demo_elr_beats_ce_by_ten_points(tmp_path):
