@@ -1,3 +1,46 @@
-"""elr: Early-Learning Regularization for training classifiers on noisy labels."""
+"""elr: Early-Learning Regularization (ELR, Liu et al., NeurIPS 2020) for training classifiers on noisy labels."""
 
 __version__ = "0.1.0"
+
+from . import noise  # noqa: E402
+from .config import Config, ConfigError  # noqa: E402
+from .data import InMemoryDataset, read_dataset, stratified_split  # noqa: E402
+from .losses import (  # noqa: E402
+    BootstrapLoss,
+    CrossEntropyLoss,
+    ELRKLLoss,
+    ELRLoss,
+    ForwardLoss,
+    GCELoss,
+    SCELoss,
+    create_loss,
+    estimate_transition_matrix,
+    list_losses,
+)
+from .models import create_model, list_models  # noqa: E402
+from .runs import evaluate_run, resume, train  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "noise",
+    "Config",
+    "ConfigError",
+    "InMemoryDataset",
+    "read_dataset",
+    "stratified_split",
+    "ELRLoss",
+    "ELRKLLoss",
+    "CrossEntropyLoss",
+    "BootstrapLoss",
+    "ForwardLoss",
+    "GCELoss",
+    "SCELoss",
+    "create_loss",
+    "list_losses",
+    "estimate_transition_matrix",
+    "create_model",
+    "list_models",
+    "train",
+    "resume",
+    "evaluate_run",
+]

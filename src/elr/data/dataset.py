@@ -74,6 +74,12 @@ def _channel_constants(values, name: str, channels: int) -> tuple[float, ...]:
     return out
 
 
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
 def _check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -142,8 +148,7 @@ class InMemoryDataset:
             std = _channel_constants(std, "std", channels)
             if min(std) <= 0:
                 raise ValueError(f"std must be positive, got {std}")
-        if not isinstance(augment, bool):
-            raise ValueError(f"augment must be a bool, got {augment!r}")
+        augment = _check_bool(augment, "augment")
         if augment and x.dim() != 4:
             raise ValueError(f"augment=True needs image inputs (N, C, H, W), got shape {tuple(x.shape)}")
         if isinstance(padding, bool) or not isinstance(padding, numbers.Integral) or padding < 0:
@@ -361,13 +366,9 @@ class InMemoryDataset:
             Positions in this dataset, in ``[0, len(self))``; each appears once per epoch.
         """
         batch_size = _check_positive_int(batch_size, "batch_size")
-        for name, flag in (("shuffle", shuffle), ("drop_last", drop_last)):
-            if not isinstance(flag, bool):
-                raise ValueError(f"{name} must be a bool, got {flag!r}")
-        if train is None:
-            train = shuffle
-        elif not isinstance(train, bool):
-            raise ValueError(f"train must be a bool or None, got {train!r}")
+        shuffle = _check_bool(shuffle, "shuffle")
+        drop_last = _check_bool(drop_last, "drop_last")
+        train = shuffle if train is None else _check_bool(train, "train")
         augmenting = self._augment and train
         if shuffle or augmenting:
             if generator is None:

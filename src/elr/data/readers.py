@@ -382,14 +382,15 @@ def read_digits(*, test_fraction: float = 0.2, seed: int = 0) -> RawData:
 _READERS = ("cifar10", "cifar100", "npz", "digits")
 
 
-def read_dataset(name: str, root: str | Path | None = None, **kw) -> RawData:
+def read_dataset(name: str, /, root: str | Path | None = None, **kw) -> RawData:
     """Read a data set by name.
 
     Parameters
     ----------
     name : {"cifar10", "cifar100", "npz", "digits"}
         ``cifar10``/``cifar100``: :func:`read_cifar` on ``root`` (required). ``npz``:
-        :func:`read_npz` on the file ``root`` (required; ``kw`` may give ``name``).
+        :func:`read_npz` on the file ``root`` (required; ``kw`` may give ``name``, which is
+        why ``name`` here is positional-only).
         ``digits``: :func:`read_digits` with ``kw``; ``root`` is not used.
     root : str or Path, optional
         Folder or file to read from.
