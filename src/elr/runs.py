@@ -150,9 +150,9 @@ def train(
     run_dir = Path(out_dir)
     if (run_dir / CHECKPOINT).exists() or (run_dir / CONFIG_FILE).exists():
         raise FileExistsError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
     runtime = resolve_runtime(config, device)
-    prepared = prepare_data(config, runtime.device)
+    prepared = prepare_data(config, runtime.device)  # before creating the directory: bad data leaves nothing behind
+    run_dir.mkdir(parents=True, exist_ok=True)
     header = f"# elr {__version__}, torch {torch.__version__}, numpy {np.__version__}\n"
     atomic_write_text(run_dir / CONFIG_FILE, header + config.to_yaml())
     np.save(run_dir / NOISY_LABELS, prepared.noisy_labels)
