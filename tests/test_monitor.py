@@ -28,3 +28,29 @@ def test_no_wrong_labels_gives_none():
 def test_shape_mismatch():
     with pytest.raises(ValueError, match="equal length"):
         memorization_fractions(torch.zeros(3, dtype=torch.long), torch.zeros(2, dtype=torch.long), torch.zeros(3, dtype=torch.long))
+
+
+def test_gradient_terms_match_autograd_of_the_elr_loss():
+    from elr.monitor import gradient_terms
+
+    torch.manual_seed(0)
+    n, c, lam = 12, 4, 3.0
+    logits = (torch.randn(n, c, dtype=torch.float64) * 0.5).requires_grad_()
+    targets = torch.softmax(torch.randn(n, c, dtype=torch.float64), dim=1) * 0.9
+    true = torch.randint(0, c, (n,))
+    noisy = true.clone()
+    noisy[:5] = (true[:5] + 1) % c  # five wrong labels
+    p = torch.softmax(logits, dim=1)
+    ce = torch.nn.functional.cross_entropy(logits, noisy, reduction="sum")
+    (ce + lam * torch.log(1 - (p * targets).sum(dim=1)).sum()).backward()
+    total = logits.grad[torch.arange(n), true]  # per-example gradient at the true class
+    ce_term = p.detach()[torch.arange(n), true] - (noisy == true).double()
+    got = gradient_terms(logits.detach(), noisy, true, targets, lam=lam)
+    wrong = torch.arange(n) < 5
+    assert got["grad_wrong_total_mean"] == pytest.approx(float(total[wrong].mean()), abs=1e-6)
+    assert got["grad_clean_total_mean"] == pytest.approx(float(total[~wrong].mean()), abs=1e-6)
+    assert got["grad_clean_total_std"] == pytest.approx(float(total[~wrong].std(unbiased=False)), abs=1e-6)
+    assert got["grad_wrong_ce_mean"] == pytest.approx(float(ce_term[wrong].mean()), abs=1e-6)
+    reg = total - ce_term
+    assert got["grad_clean_reg_mean"] == pytest.approx(float(reg[~wrong].mean()), abs=1e-6)
+    assert got["grad_wrong_ce_mean"] > 0  # a wrong label pushes p_true down: positive CE coefficient

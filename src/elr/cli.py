@@ -147,6 +147,18 @@ def cmd_theory(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import plot_gradient_runs, plot_runs
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {plot_runs(args.run_dirs, out)}")
+    gradients = plot_gradient_runs(args.run_dirs, out.with_name(f"{out.stem}_gradients{out.suffix}"))
+    if gradients is not None:
+        print(f"wrote {gradients}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -173,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("plot", help="Figure 1 (and Figure 2 when recorded) side by side for runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="figure1.png", help="PNG to write; Figure 2 goes beside it as *_gradients.png")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("theory", help="the linear model of Section 3: early learning, then memorization")
     p.add_argument("--out", default="runs/theory")

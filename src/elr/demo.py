@@ -25,6 +25,7 @@ def demo_config(loss: str, *, epochs: int = 200, seed: int = 0) -> Config:
         "loss": loss_section,
         "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 64,
                   "epochs": epochs, "schedule": "constant"},
+        "monitor": {"memorization": True, "gradient_terms": True},
         "device": "cpu",
     }).validate()
 
@@ -61,7 +62,10 @@ def run_demo(
     try:
         from .plots import plot_runs
 
+        from .plots import plot_gradient_runs
+
         plots.append(str(plot_runs(runs, out / "memorization.png")))
+        plots.append(str(plot_gradient_runs(runs, out / "gradient_terms.png")))
     except ImportError:
         pass
     return {"rows": rows, "summary": str(out / "summary.json"), "plots": plots}

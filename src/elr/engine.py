@@ -16,7 +16,8 @@ from torch import Tensor
 from .checkpoint import atomic_write_text, capture_rng_state, restore_rng_state, save_checkpoint
 from .config import MonitorConfig, OptimConfig
 from .data import InMemoryDataset
-from .monitor import memorization_fractions
+from .losses import ELRLoss
+from .monitor import gradient_terms, memorization_fractions
 from .schedules import learning_rate
 
 log = logging.getLogger(__name__)
@@ -206,22 +207,30 @@ class Engine:
         if self.data.val is not None and len(self.data.val) > 0:
             out["val_acc"] = evaluate(self.method, self.data.val, self.eval_batch_size)["acc"]
         if self._monitor_set is not None:
-            subset = self._monitor_set
-            pred = predict_all(self.method, subset, self.eval_batch_size).argmax(dim=1)
-            fractions = memorization_fractions(pred, subset.labels, subset.true_labels)
-            out.update({f"mem_{k}": v for k, v in fractions.items()})
+            subset, positions = self._monitor_set
+            logits = predict_all(self.method, subset, self.eval_batch_size)
+            if self.monitor.memorization:
+                fractions = memorization_fractions(logits.argmax(dim=1), subset.labels, subset.true_labels)
+                out.update({f"mem_{k}": v for k, v in fractions.items()})
+            loss = getattr(self.method, "elr_loss", None)
+            if self.monitor.gradient_terms and loss is not None and type(loss).regularizer is ELRLoss.regularizer:
+                out.update(gradient_terms(logits, subset.labels, subset.true_labels, loss.targets[positions],
+                                          lam=loss.lam, eps=loss.eps))
         return out
 
-    def _choose_monitor_set(self, seed: int) -> InMemoryDataset | None:
+    def _choose_monitor_set(self, seed: int) -> tuple[InMemoryDataset, Tensor] | None:
+        """The training examples the monitor measures, and their positions in the training set."""
         train = self.data.train
-        if not self.monitor.memorization or train.true_labels is None:
+        wanted = self.monitor.memorization or self.monitor.gradient_terms
+        if not wanted or train.true_labels is None:
             return None
         size = self.monitor.subset
         if size is None or size >= len(train):
-            return train
+            return train, torch.arange(len(train), device=train.device)
         # a fixed subset, drawn from its own generator so the training stream is unaffected
         picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:size]
-        return train.subset(picked.sort().values.to(train.device))
+        picked = picked.sort().values.to(train.device)
+        return train.subset(picked), picked
 
     def _write_metrics(self) -> None:
         lines = "".join(json.dumps(r) + "\n" for r in self.history)

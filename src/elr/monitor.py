@@ -41,3 +41,47 @@ def memorization_fractions(pred: Tensor, noisy: Tensor, true: Tensor) -> dict[st
         "wrong_memorized": frac(wrong_mem, n_wrong),
         "wrong_other": frac(n_wrong - wrong_true - wrong_mem, n_wrong),
     }
+
+
+def gradient_terms(
+    logits: Tensor, noisy: Tensor, true: Tensor, targets: Tensor, *, lam: float, eps: float = 1e-4
+) -> dict[str, float | None]:
+    """Figure 2's coefficients: the true-class entry of the ELR gradient, split into its two terms.
+
+    By Lemma 2 the gradient of example i's loss with respect to its logits is ``p - y + lam * g`` with
+    ``g_c = p_c / (1 - <p, t>) * sum_k (t_k - t_c) p_k``. For the true class ``c*`` this returns the mean
+    and standard deviation of the cross-entropy term ``p_c* - y_c*``, the regularisation term
+    ``lam * g_c*`` and their sum, separately over clean-labelled and wrong-labelled examples.
+
+    Parameters
+    ----------
+    logits : Tensor, float, shape (N, C)
+    noisy, true : Tensor, int64, shape (N,)
+        Given and true labels.
+    targets : Tensor, float, shape (N, C)
+        The examples' current ELR targets.
+    lam : float
+    eps : float
+        The loss's probability clamp.
+
+    Returns
+    -------
+    dict
+        Keys ``grad_{clean,wrong}_{ce,reg,total}_{mean,std}``; ``None`` for an empty group.
+    """
+    p = torch.softmax(logits.float(), dim=1).clamp(eps, 1 - eps)
+    t = targets.float()
+    rows = torch.arange(len(true), device=p.device)
+    p_true, t_true = p[rows, true], t[rows, true]
+    pt = (p * t).sum(dim=1)
+    ce = p_true - (noisy == true).float()  # y is the one-hot of the given label
+    reg = lam * p_true / (1 - pt) * (pt - t_true * p.sum(dim=1))
+    out: dict[str, float | None] = {}
+    clean = noisy == true
+    for group, mask in (("clean", clean), ("wrong", ~clean)):
+        for term, values in (("ce", ce), ("reg", reg), ("total", ce + reg)):
+            chosen = values[mask]
+            n = chosen.numel()
+            out[f"grad_{group}_{term}_mean"] = float(chosen.mean()) if n else None
+            out[f"grad_{group}_{term}_std"] = float(chosen.std(unbiased=False)) if n else None
+    return out

@@ -60,6 +60,43 @@ def _draw_accuracy(ax, history, title):
     ax.legend(fontsize=8, loc="best")
 
 
+def _band(ax, history, key, label, colour):
+    rows = [r for r in history if r.get(f"{key}_mean") is not None]
+    if not rows:
+        return
+    xs = [r["epoch"] for r in rows]
+    mean = [r[f"{key}_mean"] for r in rows]
+    std = [r[f"{key}_std"] for r in rows]
+    ax.plot(xs, mean, label=label, color=colour)
+    ax.fill_between(xs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                    color=colour, alpha=0.2, linewidth=0)
+
+
+def _draw_gradient_terms(axes, history, title=""):
+    """Figure 2: total true-class coefficient (left), both terms for clean (centre) and wrong (right) labels."""
+    panels = (
+        ("p - y + lambda g, true class", (("grad_clean_total", "clean labels", "tab:blue"),
+                                          ("grad_wrong_total", "wrong labels", "tab:red"))),
+        ("clean labels", (("grad_clean_ce", "cross-entropy term p - y", "navy"),
+                          ("grad_clean_reg", "regularization term lambda g", "lightskyblue"))),
+        ("wrong labels", (("grad_wrong_ce", "cross-entropy term p - y", "darkred"),
+                          ("grad_wrong_reg", "regularization term lambda g", "lightcoral"))),
+    )
+    for ax, (name, lines) in zip(axes, panels):
+        for key, label, colour in lines:
+            _band(ax, history, key, label, colour)
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_title(f"{title}\n{name}" if title else name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("coefficient (true class)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+
+
+def _has_gradient_terms(history) -> bool:
+    return any(r.get("grad_clean_total_mean") is not None for r in history)
+
+
 def plot_training(history: list[dict], out_dir, *, title: str = "") -> list[Path]:
     """Write ``accuracy.png`` and, when the monitor ran, ``memorization.png`` for one run.
 
@@ -87,7 +124,29 @@ def plot_training(history: list[dict], out_dir, *, title: str = "") -> list[Path
         fig.savefig(out_dir / "memorization.png", dpi=110)
         plt.close(fig)
         written.append(out_dir / "memorization.png")
+    if _has_gradient_terms(history):
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+        _draw_gradient_terms(axes, history)
+        fig.suptitle(title)
+        fig.savefig(out_dir / "gradient_terms.png", dpi=110)
+        plt.close(fig)
+        written.append(out_dir / "gradient_terms.png")
     return written
+
+
+def _load_runs(run_dirs) -> list[tuple[str, list[dict]]]:
+    from .runs import load_run_config, run_title
+
+    runs = []
+    for run_dir in map(Path, run_dirs):
+        metrics = run_dir / "metrics.jsonl"
+        if not metrics.is_file():
+            raise FileNotFoundError(f"{run_dir} has no metrics.jsonl; is it a run directory?")
+        history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        runs.append((run_title(load_run_config(run_dir)), history))
+    if not runs:
+        raise ValueError("run_dirs must name at least one run directory")
+    return runs
 
 
 def plot_runs(run_dirs, path) -> Path:
@@ -100,22 +159,29 @@ def plot_runs(run_dirs, path) -> Path:
     path : path
         The PNG to write.
     """
-    from .runs import load_run_config, run_title
-
     plt = _pyplot()
-    run_dirs = [Path(d) for d in run_dirs]
-    if not run_dirs:
-        raise ValueError("run_dirs must name at least one run directory")
-    fig, axes = plt.subplots(len(run_dirs), 3, figsize=(15, 3.8 * len(run_dirs)), constrained_layout=True,
-                             squeeze=False)
-    for row, run_dir in zip(axes, run_dirs):
-        metrics = run_dir / "metrics.jsonl"
-        if not metrics.is_file():
-            raise FileNotFoundError(f"{run_dir} has no metrics.jsonl; is it a run directory?")
-        history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        title = run_title(load_run_config(run_dir))
+    runs = _load_runs(run_dirs)
+    fig, axes = plt.subplots(len(runs), 3, figsize=(15, 3.8 * len(runs)), constrained_layout=True, squeeze=False)
+    for row, (title, history) in zip(axes, runs):
         _draw_memorization(row[:2], history, label_prefix=f"{title}\n")
         _draw_accuracy(row[2], history, f"{title}\naccuracy")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_gradient_runs(run_dirs, path) -> Path | None:
+    """Figure 2 for every run that recorded gradient terms (``monitor.gradient_terms=true``), one row each.
+
+    Returns the written path, or None when no run has gradient terms.
+    """
+    plt = _pyplot()
+    runs = [(t, h) for t, h in _load_runs(run_dirs) if _has_gradient_terms(h)]
+    if not runs:
+        return None
+    fig, axes = plt.subplots(len(runs), 3, figsize=(15, 3.8 * len(runs)), constrained_layout=True, squeeze=False)
+    for row, (title, history) in zip(axes, runs):
+        _draw_gradient_terms(row, history, title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
