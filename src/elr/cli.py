@@ -159,6 +159,93 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _cost_line(plan) -> str:
+    pending = plan.pending
+    if not pending:
+        return "estimated cost: nothing left to train"
+    epochs = {r.epochs_left for r in pending}
+    size = (f"{len(pending)} runs x {epochs.pop()} epochs = {plan.epochs_left} epochs" if len(epochs) == 1
+            else f"{len(pending)} runs, {plan.epochs_left} epochs in all")
+    speeds = sorted({round(r.seconds_per_epoch, 1) for r in pending if r.seconds_per_epoch is not None})
+    if not speeds:
+        return f"estimated cost: {size}; time unknown (no run of the same setting measured yet)"
+    speed = f"{speeds[0]} s/epoch" if len(speeds) == 1 else f"{speeds[0]}-{speeds[-1]} s/epoch"
+    time_text = f"about {_duration(plan.estimated_seconds)} at {speed} measured from earlier runs"
+    if plan.unknown_speed:
+        time_text = f"at least {_duration(plan.estimated_seconds)} ({speed} measured); {plan.unknown_speed} runs of unknown speed"
+    return f"estimated cost: {size}; {time_text}"
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .experiments import Sweep, plan_sweep, run_sweep
+
+    sweep = Sweep.load(args.sweep, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / sweep.name
+    plan = plan_sweep(sweep, out)  # validates every run before anything trains
+    counts = ", ".join(f"{n} {status}" for status, n in plan.counts().items() if n)
+    header = f"sweep {sweep.name}: {len(plan.runs)} runs in {out} ({counts})"
+    if args.dry_run:
+        width = max(len(r.name) for r in plan.runs)
+        for r in plan.runs:
+            detail = f"{r.epochs_left} epochs left" if r.status in ("new", "resume", "restart") else r.reason
+            print(f"{r.status:<8}  {r.name:<{width}}  {detail}".rstrip())
+        print(header)
+        print(_cost_line(plan))
+        return EXIT_USAGE if plan.counts()["conflict"] else 0
+
+    print(header, file=sys.stderr)
+    print(_cost_line(plan), file=sys.stderr)
+    total, started = len(plan.pending), []
+    verbs = {"new": "training", "resume": "resuming", "restart": "restarting (killed before its first checkpoint)"}
+
+    def on_start(run) -> None:
+        started.append(run.name)
+        verb = verbs[run.status] if args.jobs == 1 else f"queued ({run.status})"
+        print(f"[{len(started)}/{total}] {run.name}: {verb}", file=sys.stderr, flush=True)
+
+    def on_end(outcome) -> None:
+        if outcome.result == "failed":
+            print(f"FAILED {outcome.name}: {outcome.error}", file=sys.stderr, flush=True)
+        elif outcome.result != "skipped" and args.jobs > 1:
+            acc = outcome.summary["last"]["test_acc"]
+            print(f"{outcome.result} {outcome.name}: test accuracy {100 * acc:.2f}%", file=sys.stderr, flush=True)
+
+    try:
+        result = run_sweep(sweep, out, jobs=args.jobs, device=args.device, on_start=on_start, on_end=on_end,
+                           progress=(lambda name: TerminalProgress(label=name)) if args.jobs == 1 else None)
+    except KeyboardInterrupt:
+        print("interrupted; run the same `elr sweep` command again to continue where it stopped", file=sys.stderr)
+        return 130
+    tally = {}
+    for outcome in result.outcomes:
+        tally[outcome.result] = tally.get(outcome.result, 0) + 1
+    print(f"sweep {sweep.name}: " + ", ".join(f"{n} {k}" for k, n in tally.items()))
+    for outcome in result.failed:
+        print(f"failed: {outcome.name}: {outcome.error}")
+    print(f"tabulate with: elr report {out}")
+    return 1 if result.failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .experiments import build_report, write_report
+
+    report = build_report(args.dirs, metric=args.metric)
+    written = write_report(report, Path(args.out) if args.out else Path(args.dirs[0]))
+    print(report.markdown(), end="")
+    for key in ("markdown", "csv", "png"):
+        if written[key] is not None:
+            print(f"wrote {written[key]}", file=sys.stderr)
+    for note in written["notes"]:
+        print(note, file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -191,6 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="figure1.png", help="PNG to write; Figure 2 goes beside it as *_gradients.png")
     p.set_defaults(func=cmd_plot)
 
+    p = sub.add_parser("sweep", help="train every run of a sweep file (skips finished runs, resumes interrupted ones)")
+    p.add_argument("sweep", metavar="SWEEP.yaml", help="sweep file (see configs/sweeps/)")
+    p.add_argument("--out", help="sweep directory (default runs/<sweep name>)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs, their status and the estimated cost; train nothing")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every run, e.g. data.root=/data/cifar")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="tables (Markdown, CSV) and a plot of finished runs: methods x noise, mean ± std over seeds")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep or run directories, searched recursively for summary.json")
+    p.add_argument("--metric", choices=("last", "selected", "best"), default="last",
+                   help="last epoch (default); selected by noisy validation; best test accuracy (selects on test: papers only)")
+    p.add_argument("--out", help="where report.md/.csv/.png go (default: the first DIR)")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("theory", help="the linear model of Section 3: early learning, then memorization")
     p.add_argument("--out", default="runs/theory")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. n=1000 p=900 sigma=0.2")
@@ -200,7 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops filling a positional list at the first option: `elr sweep S.yaml --dry-run a=b`
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -185,3 +185,55 @@ def plot_gradient_runs(run_dirs, path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+# ---- sweep reports (paper Table 1 as curves) ----------------------------------------------------
+
+
+def plot_report(rows: list[dict], path, *, ylabel: str = "test accuracy (%)") -> Path:
+    """Accuracy against noise rate, one line per method with ± std error bars, one panel per noise type.
+
+    Parameters
+    ----------
+    rows : list of dict
+        One per table cell: ``dataset``, ``method``, ``noise_type``, ``noise_rate`` (fraction),
+        ``mean`` and ``std`` (in %), ``n`` (seeds), as given by ``elr.experiments.Report.plot_rows``.
+        Clean runs (rate 0) appear at 0% in every panel of their data set.
+    path : path
+        The PNG to write.
+    ylabel : str
+        Names the tabulated metric.
+    """
+    plt = _pyplot()
+    if not rows:
+        raise ValueError("rows must hold at least one cell")
+    datasets = sorted({r["dataset"] for r in rows})
+    order = {"symmetric": 0, "asymmetric": 1}
+    panels = {d: sorted({r["noise_type"] for r in rows if r["dataset"] == d and r["noise_rate"]},
+                        key=lambda t: (order.get(t, 2), t)) or ["none"] for d in datasets}
+    width = max(len(p) for p in panels.values())
+    fig, axes = plt.subplots(len(datasets), width, figsize=(5.5 * width, 4 * len(datasets)),
+                             constrained_layout=True, squeeze=False)
+    methods = list(dict.fromkeys(r["method"] for r in rows))  # first-seen order = the table's row order
+    for axes_row, dataset in zip(axes, datasets):
+        for ax, kind in zip(axes_row, panels[dataset]):
+            for i, method in enumerate(methods):
+                cells = sorted((r for r in rows if r["dataset"] == dataset and r["method"] == method
+                                and (r["noise_type"] == kind or not r["noise_rate"])),
+                               key=lambda r: r["noise_rate"])
+                if not cells:
+                    continue
+                dodge = 0.4 * (i - (len(methods) - 1) / 2)  # keeps overlapping error bars apart
+                ax.errorbar([100 * r["noise_rate"] + dodge for r in cells], [r["mean"] for r in cells],
+                            yerr=[r["std"] for r in cells], marker="o", capsize=3, label=method,
+                            color=f"C{i % 10}")
+            ax.set_title(f"{dataset}, {kind} noise" if kind != "none" else dataset)
+            ax.set_xlabel("noise rate (%)")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8, loc="best")
+        for ax in axes_row[len(panels[dataset]):]:
+            ax.set_visible(False)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

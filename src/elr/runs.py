@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 import platform
@@ -17,6 +19,7 @@ from . import __version__, noise
 from .checkpoint import atomic_write_text, load_checkpoint
 from .config import Config, ConfigError
 from .data import InMemoryDataset, read_dataset, stratified_split
+from .elr_plus import ELRPlus
 from .engine import CHECKPOINT, METRICS, Engine, Progress, TrainData, evaluate
 from .losses import create_loss
 from .methods import Runtime, Standard
@@ -46,8 +49,10 @@ class PreparedData:
 
 def derived_seeds(seed: int) -> dict[str, int]:
     """Independent seeds for each random choice of a run, all derived from ``config.seed``."""
-    words = np.random.SeedSequence(seed).generate_state(4)
-    return {name: int(w) for name, w in zip(("subset", "noise", "split", "train"), words)}
+    # generate_state(n) is prefix-stable: adding names at the end leaves the earlier seeds unchanged
+    names = ("subset", "noise", "split", "train", "network2", "mixup")
+    words = np.random.SeedSequence(seed).generate_state(len(names))
+    return {name: int(w) for name, w in zip(names, words)}
 
 
 def resolve_runtime(config: Config, device: str | None = None) -> Runtime:
@@ -105,8 +110,35 @@ def prepare_data(config: Config, device: torch.device | str = "cpu") -> Prepared
     return PreparedData(data, noisy, y_true, val_idx, summary, list(raw.class_names or []))
 
 
-def build_method(config: Config, prepared: PreparedData, runtime: Runtime) -> Standard:
-    """Create the model and loss named in the config; shapes come from the data."""
+def resolve_loss_params(config: Config, num_classes: int) -> dict[str, Any]:
+    """The loss parameters of the config, with ``forward``'s ``transition: true`` made concrete.
+
+    ``loss: {name: forward, transition: true}`` means the true transition matrix of the configured
+    noise model (``elr.noise.transition_matrix``): Forward with an oracle T, as a sweep file cannot
+    hold a 100 x 100 matrix. Any other ``transition`` value is passed through unchanged.
+    """
+    params = dict(config.loss.params)
+    if config.loss.name == "forward" and params.get("transition") is True:
+        n = config.noise
+        if n.type == "none" or n.rate == 0:
+            params["transition"] = np.eye(num_classes)
+        elif n.type == "symmetric":
+            params["transition"] = noise.transition_matrix("symmetric", n.rate, num_classes,
+                                                           exclude_true=n.exclude_true)
+        else:
+            kind = {10: "cifar10", 100: "cifar100"}.get(num_classes)
+            params["transition"] = noise.transition_matrix("asymmetric", n.rate, num_classes, dataset=kind)
+    return params
+
+
+def build_method(config: Config, prepared: PreparedData, runtime: Runtime) -> Standard | ELRPlus:
+    """Create the model(s) and loss(es) named in the config; shapes come from the data.
+
+    ``method: elr_plus`` builds :class:`~elr.elr_plus.ELRPlus`. Its first network gets the same
+    initial weights as ``method: standard`` (seed ``train``), so one network without weight
+    averaging or mixup is exactly ELR; the second network is initialised from its own derived
+    seed inside ``fork_rng``, leaving the global torch RNG (dropout) where a one-network run has it.
+    """
     num_classes = prepared.data.num_classes
     model_kwargs = dict(config.model.params)
     accepted = model_params(config.model.name)
@@ -118,12 +150,24 @@ def build_method(config: Config, prepared: PreparedData, runtime: Runtime) -> St
     torch.manual_seed(derived_seeds(config.seed)["train"])  # the model's initial weights
     model = create_model(config.model.name, num_classes, **model_kwargs)
     loss = create_loss(config.loss.name, num_examples=len(prepared.data.train), num_classes=num_classes,
-                       **config.loss.params)
+                       **resolve_loss_params(config, num_classes))
     if hasattr(loss, "check_values") and runtime.device.type == "cuda":
         loss.check_values = False  # value checks read tensors back to the host every step
-    if config.method != "standard":
-        raise ConfigError(f"method must be 'standard', got {config.method!r}")
-    return Standard(model, loss, config.optim, runtime)
+    if config.method == "standard":
+        return Standard(model, loss, config.optim, runtime)
+    if config.method != "elr_plus":
+        raise ConfigError(f"method must be one of standard, elr_plus; got {config.method!r}")
+    if config.loss.name != "elr":
+        raise ConfigError(f"method=elr_plus needs loss.name=elr, got loss.name={config.loss.name!r}")
+    seeds = derived_seeds(config.seed)
+    settings = dataclasses.asdict(config.elr_plus)
+    models, losses = [model], [loss]
+    if settings.pop("networks") == 2:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seeds["network2"])
+            models.append(create_model(config.model.name, num_classes, **model_kwargs))
+        losses.append(copy.deepcopy(loss))  # same lam, beta, check_values; its own (zero) targets
+    return ELRPlus(models, losses, config.optim, runtime, seed=seeds["mixup"], **settings)
 
 
 # ---- the run directory ------------------------------------------------------------------------
@@ -205,7 +249,7 @@ def evaluate_run(run_dir: str | Path, *, device: str | None = None) -> dict[str,
     return result
 
 
-def _engine(config: Config, prepared: PreparedData, method: Standard, run_dir: Path,
+def _engine(config: Config, prepared: PreparedData, method: Standard | ELRPlus, run_dir: Path,
             progress: Progress | None) -> Engine:
     return Engine(method, prepared.data, optim=config.optim, monitor=config.monitor,
                   eval_batch_size=config.eval_batch_size, seed=derived_seeds(config.seed)["train"],
@@ -213,6 +257,10 @@ def _engine(config: Config, prepared: PreparedData, method: Standard, run_dir: P
 
 
 def _check_same_config(config: Config, saved: dict[str, Any], run_dir: Path) -> None:
+    try:  # fill in sections added since the run started (e.g. elr_plus) with their defaults
+        saved = Config.from_dict(saved).to_dict()
+    except ConfigError:
+        pass  # a key since removed: compare as stored, which reports the difference
     current = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_KEYS}
     stored = {k: v for k, v in saved.items() if k not in RUNTIME_KEYS}
     if current != stored:
@@ -279,4 +327,5 @@ def _plot(run_dir: Path, history: list[dict[str, Any]], config: Config) -> list[
 def run_title(config: Config) -> str:
     noise_text = "clean labels" if config.noise.type == "none" or config.noise.rate == 0 else \
         f"{config.noise.type} {config.noise.rate:.0%} noise"
-    return f"{config.loss.name.upper()} on {config.data.dataset}, {noise_text}"
+    name = "ELR+" if config.method == "elr_plus" else config.loss.name.upper()
+    return f"{name} on {config.data.dataset}, {noise_text}"

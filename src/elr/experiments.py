@@ -1,0 +1,881 @@
+"""Sweeps over methods x settings x seeds (each run trained, resumed or skipped) and reports that tabulate them."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import itertools
+import json
+import logging
+import math
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .checkpoint import atomic_write_text
+from .config import Component, Config, ConfigError, apply_overrides
+from .engine import CHECKPOINT, METRICS, Progress
+from .runs import CONFIG_FILE, NOISE_FILE, NOISY_LABELS, RUNTIME_KEYS, SUMMARY
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "sweep.json"  # written into every run directory: which sweep, method label and settings
+SWEEP_COPY = "sweep.yaml"  # the sweep file as given, copied into the sweep's output directory
+SWEEP_KEYS = ("name", "description", "base", "config", "grid", "methods", "rules")
+RULE_KEYS = ("if", "methods", "set")
+STATUSES = ("new", "resume", "restart", "done", "conflict")
+# sections of Config that hold a named component: a new name replaces the component instead of merging
+COMPONENT_SECTIONS = tuple(f.name for f in fields(Config) if isinstance(getattr(Config(), f.name), Component))
+_MISSING = object()
+
+
+class SweepError(ConfigError):
+    """A sweep file or one of its runs is invalid; the message names the sweep, the run and the key."""
+
+
+# ---- the sweep file -----------------------------------------------------------------------------
+
+
+@dataclass
+class Rule:
+    """Overrides applied to the runs whose resolved config matches every condition.
+
+    Conditions map a dotted config key to a value, or to a list of accepted values; ``methods``
+    optionally restricts the rule to some method labels.
+    """
+
+    conditions: dict[str, Any]
+    set: dict[str, Any]
+    methods: tuple[str, ...] | None = None
+
+    def matches(self, label: str | None, resolved: dict[str, Any]) -> bool:
+        if self.methods is not None and label not in self.methods:
+            return False
+        for key, wanted in self.conditions.items():
+            value = _lookup(resolved, key)
+            accepted = wanted if isinstance(wanted, list) else [wanted]
+            if value is _MISSING or value not in accepted:
+                return False
+        return True
+
+
+@dataclass
+class RunSpec:
+    """One run of a sweep: its name (also its directory under the sweep's output), label, settings and config."""
+
+    name: str
+    label: str | None
+    settings: dict[str, Any]
+    config: Config
+    order: int
+
+    def sweep_info(self, sweep_name: str) -> dict[str, Any]:
+        """The content of the run's ``sweep.json``."""
+        return {"sweep": sweep_name, "method": self.label, "settings": self.settings, "run": self.name,
+                "order": self.order}
+
+
+@dataclass
+class Sweep:
+    """A grid of runs: a base config, named method variants, a cartesian grid of settings and rules.
+
+    ``Sweep.load(path, overrides)`` reads a sweep file; :meth:`expand` gives the validated runs.
+    The config of a run is built in this order: the base file, the inline ``config``, the method's
+    overrides, the grid values (in the file's order), the matching rules (in order), and last the
+    ``key=value`` overrides given on the command line.
+    """
+
+    name: str
+    base: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    methods: dict[str | None, dict[str, Any]] = field(default_factory=lambda: {None: {}})
+    rules: list[Rule] = field(default_factory=list)
+    overrides: tuple[str, ...] = ()
+    description: str = ""
+    source: str = ""  # the sweep file's text, copied into the output directory
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
+        """Read a sweep file; ``base`` paths are relative to it."""
+        path = Path(path)
+        if not path.is_file():
+            raise SweepError(f"sweep file not found: {path}")
+        text = path.read_text()
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise SweepError(f"{path}: not valid YAML ({err})") from None
+        sweep = cls.from_dict(raw, root=path.parent, overrides=overrides, default_name=path.stem)
+        sweep.source = text
+        return sweep
+
+    @classmethod
+    def from_dict(cls, raw: Any, *, root: str | Path = ".", overrides: Sequence[str] = (),
+                  default_name: str = "sweep") -> Sweep:
+        """Build a sweep from the mapping of a sweep file (see the README for the format)."""
+        if not isinstance(raw, dict):
+            raise SweepError("a sweep file must be a mapping with keys " + ", ".join(SWEEP_KEYS))
+        unknown = sorted(set(raw) - set(SWEEP_KEYS))
+        if unknown:
+            raise SweepError(f"unknown key {unknown[0]!r} in the sweep file; valid keys: {', '.join(SWEEP_KEYS)}")
+        name = str(raw.get("name") or default_name)
+        where = f"sweep {name!r}"
+
+        base: dict[str, Any] = {}
+        if raw.get("base") is not None:
+            base_path = Path(root) / str(raw["base"])
+            if not base_path.is_file():
+                raise SweepError(f"{where}: base config not found: {base_path}")
+            loaded = yaml.safe_load(base_path.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise SweepError(f"{where}: base config {base_path} must be a mapping")
+            base = loaded
+        inline = raw.get("config") or {}
+        if not isinstance(inline, dict):
+            raise SweepError(f"{where}: 'config' must be a mapping of config keys, got {inline!r}")
+        base = merge(base, inline)
+
+        grid = raw.get("grid") or {}
+        if not isinstance(grid, dict):
+            raise SweepError(f"{where}: 'grid' must map config keys to lists of values, got {grid!r}")
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise SweepError(f"{where}: grid.{key} must be a non-empty list of values, got {values!r}")
+
+        methods_raw = raw.get("methods")
+        if methods_raw is None:
+            methods: dict[str | None, dict[str, Any]] = {None: {}}
+        elif not isinstance(methods_raw, dict) or not methods_raw:
+            raise SweepError(f"{where}: 'methods' must map labels to config overrides, got {methods_raw!r}")
+        else:
+            methods = {}
+            for label, over in methods_raw.items():
+                if over is not None and not isinstance(over, dict):
+                    raise SweepError(f"{where}: method {label!r} must be a mapping of config overrides, got {over!r}")
+                methods[str(label)] = over or {}
+
+        rules = [_parse_rule(item, i, where, methods) for i, item in enumerate(raw.get("rules") or [], 1)]
+        apply_overrides({}, overrides)  # malformed key=value strings fail here, before anything else
+        return cls(name=name, base=base, grid=dict(grid), methods=methods, rules=rules,
+                   overrides=tuple(overrides), description=str(raw.get("description") or ""))
+
+    def expand(self) -> list[RunSpec]:
+        """Every run of the sweep, each config validated; the first invalid run raises SweepError."""
+        keys = list(self.grid)
+        specs: list[RunSpec] = []
+        seen: dict[str, dict[str, Any]] = {}
+        for label, method_over in self.methods.items():
+            for combo in itertools.product(*(self.grid[k] for k in keys)):
+                settings = dict(zip(keys, combo))
+                name = run_name(label, settings)
+                where = f"sweep {self.name!r}: run {name}"
+                try:
+                    raw = merge(self.base, method_over)
+                    for key, value in settings.items():
+                        raw = merge(raw, {key: value})
+                    for rule in self.rules:
+                        if rule.matches(label, Config.from_dict(raw).to_dict()):
+                            raw = merge(raw, rule.set)
+                    raw = apply_overrides(raw, self.overrides)
+                    config = Config.from_dict(raw).validate()
+                except ConfigError as err:
+                    raise SweepError(f"{where}: {err}") from None
+                if name in seen:
+                    raise SweepError(f"sweep {self.name!r}: two runs get the directory {name!r} "
+                                     f"(settings {seen[name]} and {settings}); give distinct values or labels")
+                seen[name] = {"method": label, **settings}
+                specs.append(RunSpec(name, label, _jsonable(settings), config, len(specs)))
+        return specs
+
+
+def _parse_rule(item: Any, number: int, where: str, methods: dict[str | None, Any]) -> Rule:
+    what = f"{where}: rule {number}"
+    if not isinstance(item, dict) or "set" not in item:
+        raise SweepError(f"{what} must be a mapping with 'if' (conditions), optional 'methods' and 'set'")
+    unknown = sorted(set(item) - set(RULE_KEYS))
+    if unknown:
+        raise SweepError(f"{what}: unknown key {unknown[0]!r}; valid keys: {', '.join(RULE_KEYS)}")
+    conditions = item.get("if") or {}
+    if not isinstance(conditions, dict) or not isinstance(item["set"], dict):
+        raise SweepError(f"{what}: 'if' and 'set' must be mappings of config keys")
+    sections = {f.name for f in fields(Config)}
+    for key in conditions:
+        if str(key).split(".")[0] not in sections:
+            raise SweepError(f"{what}: unknown config key {key!r} in 'if'; valid top-level keys: {', '.join(sorted(sections))}")
+    labels = item.get("methods")
+    if labels is not None:
+        labels = tuple(str(x) for x in (labels if isinstance(labels, list) else [labels]))
+        missing = [x for x in labels if x not in methods]
+        if missing:
+            raise SweepError(f"{what}: unknown method label {missing[0]!r}; labels: {', '.join(map(str, methods))}")
+    return Rule({str(k): v for k, v in conditions.items()}, item["set"], labels)
+
+
+# ---- merging and naming ---------------------------------------------------------------------------
+
+
+def nest(mapping: dict[str, Any]) -> dict[str, Any]:
+    """Turn dotted keys (``{"loss.lam": 3}``) into nested mappings (``{"loss": {"lam": 3}}``)."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        parts = str(key).split(".")
+        if any(not p for p in parts):
+            raise SweepError(f"invalid config key {key!r}")
+        value = nest(value) if isinstance(value, dict) else copy.deepcopy(value)
+        node = out
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SweepError(f"config key {key!r}: {part!r} is given both as a value and as a section")
+            node = child
+        last = parts[-1]
+        if isinstance(node.get(last), dict) and isinstance(value, dict):
+            node[last] = {**node[last], **value}
+        else:
+            node[last] = value
+    return out
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``over`` (nested or dotted keys) into a copy of ``base``.
+
+    A component section (``model``, ``loss``) given a different ``name`` is replaced whole, so that
+    switching ``loss: {name: ce}`` does not inherit ELR's ``lam`` and ``beta``; with the same name
+    (or no name) its parameters are merged.
+    """
+    result = copy.deepcopy(base)
+    for key, value in nest(over).items():
+        current = result.get(key)
+        if key in COMPONENT_SECTIONS and isinstance(value, dict) and isinstance(current, dict):
+            renamed = "name" in value and value["name"] != current.get("name")
+            result[key] = copy.deepcopy(value) if renamed else {**current, **value}
+        elif isinstance(value, dict) and isinstance(current, dict):
+            result[key] = merge(current, value)
+        else:
+            result[key] = value
+    return result
+
+
+def _lookup(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _slug(text: str) -> str:
+    """Readable and safe on every file system: letters, digits and ``. _ + -``."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-.") or "_"
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return "_".join(_text(v) for v in value)
+    return str(value)
+
+
+def _part(key: str, value: Any) -> str:
+    if isinstance(value, dict):  # e.g. noise {type: symmetric, rate: 0.4} -> symmetric-0.4
+        words = [(k if v else f"no-{k}") if isinstance(v, bool) else _text(v) for k, v in value.items()]
+        return _slug("-".join(words))
+    return _slug(f"{key.rsplit('.', 1)[-1]}-{_text(value)}")
+
+
+def run_name(label: str | None, settings: dict[str, Any]) -> str:
+    """Directory of a run inside the sweep, e.g. ``ELR-cosine/symmetric-0.4/seed-0``."""
+    parts = ([_slug(label)] if label is not None else []) + [_part(k, v) for k, v in settings.items()]
+    return "/".join(parts) or "run"
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+# ---- planning: what each run needs --------------------------------------------------------------
+
+
+@dataclass
+class PlannedRun:
+    """A run of the sweep and what has to happen to it.
+
+    ``status`` is ``new`` (nothing there), ``resume`` (a checkpoint, no complete summary),
+    ``restart`` (killed before its first checkpoint: its files are cleared and it starts over),
+    ``done`` (summary.json with every epoch) or ``conflict`` (the directory holds a run with a
+    different config; ``reason`` says how it differs).
+    """
+
+    spec: RunSpec
+    run_dir: Path
+    status: str
+    epochs_left: int
+    reason: str = ""
+    seconds_per_epoch: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass
+class SweepPlan:
+    """All runs of a sweep with their status and the estimated cost of what is left."""
+
+    sweep: Sweep
+    out_dir: Path
+    runs: list[PlannedRun]
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(r.status == s for r in self.runs) for s in STATUSES}
+
+    @property
+    def pending(self) -> list[PlannedRun]:
+        return [r for r in self.runs if r.status in ("new", "resume", "restart")]
+
+    @property
+    def epochs_left(self) -> int:
+        return sum(r.epochs_left for r in self.pending)
+
+    @property
+    def estimated_seconds(self) -> float | None:
+        """Seconds for the pending runs whose speed is known (None when none is known)."""
+        known = [r.epochs_left * r.seconds_per_epoch for r in self.pending if r.seconds_per_epoch is not None]
+        return sum(known) if known else None
+
+    @property
+    def unknown_speed(self) -> int:
+        """Pending runs with no measured run of the same setting to estimate their speed from."""
+        return sum(r.seconds_per_epoch is None for r in self.pending)
+
+
+def _comparable(config_dict: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config_dict.items() if k not in RUNTIME_KEYS}
+
+
+def _cost_key(config: Config) -> str:
+    """What decides the time per epoch: everything but the seed, noise, loss and schedule."""
+    d = config.to_dict()
+    for key in ("seed", "noise", "loss"):  # a loss costs little next to the network
+        d.pop(key, None)
+    d["optim"] = d["optim"]["batch_size"]
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def _records(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / METRICS
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+    return records
+
+
+def _epochs_recorded(run_dir: Path) -> int:
+    return len(_records(run_dir))
+
+
+def _epoch_seconds(run_dir: Path) -> list[float]:
+    seconds = [float(r["seconds"]) for r in _records(run_dir) if isinstance(r.get("seconds"), (int, float))]
+    return seconds[1:] if len(seconds) > 1 else seconds  # the first epoch includes warm-up
+
+
+def _status(spec: RunSpec, run_dir: Path) -> tuple[str, int, str]:
+    """(status, epochs left, reason) of one run directory."""
+    epochs = spec.config.optim.epochs
+    if (run_dir / CONFIG_FILE).is_file():
+        try:
+            stored = Config.load(run_dir / CONFIG_FILE).to_dict()
+        except (ConfigError, OSError, yaml.YAMLError) as err:
+            return "conflict", 0, f"its {CONFIG_FILE} cannot be read: {err}"
+        mine = _comparable(spec.config.to_dict())
+        stored = _comparable(stored)
+        if stored != mine:
+            diff = sorted(k for k in set(mine) | set(stored) if mine.get(k) != stored.get(k))
+            return "conflict", 0, f"it holds a run with a different config (differs in: {', '.join(diff)})"
+    summary_path = run_dir / SUMMARY
+    if summary_path.is_file():
+        try:
+            if json.loads(summary_path.read_text()).get("epochs", 0) >= epochs:
+                return "done", 0, ""
+        except json.JSONDecodeError:
+            pass
+    if (run_dir / CHECKPOINT).is_file():
+        done = _epochs_recorded(run_dir)  # may run one ahead of the checkpoint: an estimate
+        return "resume", max(epochs - done, 1), ""
+    if (run_dir / CONFIG_FILE).is_file():
+        return "restart", epochs, ""
+    return "new", epochs, ""
+
+
+def plan_sweep(sweep: Sweep, out_dir: str | Path) -> SweepPlan:
+    """Expand and validate the sweep, then find each run's status under ``out_dir``; trains nothing.
+
+    Seconds per epoch are measured from the ``metrics.jsonl`` of this sweep's runs (finished or
+    partial) with the same setting apart from seed, noise, loss and schedule (same data, model,
+    method, batch size, device); otherwise unknown.
+    """
+    out_dir = Path(out_dir)
+    runs = []
+    for spec in sweep.expand():
+        run_dir = out_dir / spec.name
+        status, left, reason = _status(spec, run_dir)
+        runs.append(PlannedRun(spec, run_dir, status, left, reason))
+    measured: dict[str, list[float]] = {}
+    for run in runs:
+        if run.status != "conflict":
+            measured.setdefault(_cost_key(run.spec.config), []).extend(_epoch_seconds(run.run_dir))
+    for run in runs:
+        seconds = measured.get(_cost_key(run.spec.config))
+        run.seconds_per_epoch = sum(seconds) / len(seconds) if seconds else None
+    return SweepPlan(sweep, out_dir, runs)
+
+
+# ---- running ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunOutcome:
+    """What happened to one run: ``result`` is trained, resumed, skipped or failed."""
+
+    name: str
+    run_dir: Path
+    status: str
+    result: str
+    error: str | None = None
+    summary: dict[str, Any] | None = None
+
+
+@dataclass
+class SweepResult:
+    """The outcome of every run, in the sweep's order."""
+
+    plan: SweepPlan
+    outcomes: list[RunOutcome]
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.result == "failed"]
+
+    def results(self) -> dict[str, str]:
+        """Run name -> trained | resumed | skipped | failed."""
+        return {o.name: o.result for o in self.outcomes}
+
+
+def _clear_partial(run_dir: Path) -> None:
+    """Remove the files of a run killed before its first checkpoint, so it can start over."""
+    for name in (CONFIG_FILE, NOISE_FILE, NOISY_LABELS, METRICS, SUMMARY):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def _execute(task: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
+    """Train, resume or restart one run; returns its result. Runs in a worker process with --jobs."""
+    from .runs import resume, train
+
+    run_dir = Path(task["run_dir"])
+    try:
+        if task.get("threads"):
+            import torch
+
+            torch.set_num_threads(task["threads"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / SWEEP_FILE, json.dumps(task["sweep_info"], indent=2) + "\n")
+        if task["status"] == "resume":
+            summary = resume(run_dir, progress=progress, device=task["device"])
+            result = "resumed"
+        else:
+            if task["status"] == "restart":
+                _clear_partial(run_dir)
+            summary = train(Config.from_dict(task["config"]).validate(), run_dir, progress=progress,
+                            device=task["device"])
+            result = "trained"
+        return {"result": result, "summary": _jsonable(summary)}
+    except Exception as err:  # a failed run is reported and the sweep goes on with the others
+        log.warning("run %s failed: %s: %s", run_dir, type(err).__name__, err, exc_info=True)
+        return {"result": "failed", "error": f"{type(err).__name__}: {err}"}
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def run_sweep(
+    sweep: Sweep,
+    out_dir: str | Path,
+    *,
+    jobs: int = 1,
+    device: str | None = None,
+    progress: Callable[[str], Progress | None] | None = None,
+    on_start: Callable[[PlannedRun], None] | None = None,
+    on_end: Callable[[RunOutcome], None] | None = None,
+) -> SweepResult:
+    """Run every unfinished run of the sweep under ``out_dir``; finished runs are skipped.
+
+    Every run's config is validated first, so a typo fails before anything trains. New runs are
+    trained with :func:`elr.runs.train`, interrupted ones (a checkpoint, no complete summary) are
+    continued with :func:`elr.runs.resume`; a sweep killed halfway continues where it stopped.
+    A failed run is recorded with its error and the others still run.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    out_dir : path
+        The sweep's directory; run ``R`` lives in ``out_dir / R.name``.
+    jobs : int, default 1
+        Runs trained at once. With ``jobs > 1`` each run goes to its own process (spawned) using
+        ``max(1, cores // jobs)`` torch threads; one at a time runs in this process.
+    device : str, optional
+        Overrides the configs' device (``cpu``, ``cuda``, ``cuda:N``).
+    progress : callable, optional
+        ``progress(run_name)`` returns a Progress for that run (one at a time only).
+    on_start, on_end : callable, optional
+        Called with each PlannedRun when it starts and each RunOutcome when it ends (or is skipped).
+
+    Returns
+    -------
+    SweepResult
+
+    Raises
+    ------
+    SweepError
+        An invalid run (before any training), or run directories holding runs of another config.
+    """
+    if not isinstance(jobs, int) or jobs < 1:
+        raise SweepError(f"jobs must be a positive integer, got {jobs!r}")
+    plan = plan_sweep(sweep, out_dir)
+    conflicts = [r for r in plan.runs if r.status == "conflict"]
+    if conflicts:
+        lines = "; ".join(f"{r.name}: {r.reason}" for r in conflicts[:5])
+        raise SweepError(f"sweep {sweep.name!r}: {len(conflicts)} run director{'y' if len(conflicts) == 1 else 'ies'} "
+                         f"under {plan.out_dir} do not match the sweep ({lines}); move them away or use another --out")
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    if sweep.source:
+        atomic_write_text(plan.out_dir / SWEEP_COPY, sweep.source)
+
+    outcomes: dict[str, RunOutcome] = {}
+
+    def finish(run: PlannedRun, out: dict[str, Any]) -> None:
+        outcome = RunOutcome(run.name, run.run_dir, run.status, out["result"], out.get("error"), out.get("summary"))
+        outcomes[run.name] = outcome
+        if on_end is not None:
+            on_end(outcome)
+
+    for run in plan.runs:
+        if run.status == "done":
+            finish(run, {"result": "skipped"})
+    threads = max(1, available_cores() // jobs) if jobs > 1 else None
+    tasks = [(run, {"run_dir": str(run.run_dir), "status": run.status, "config": run.spec.config.to_dict(),
+                    "sweep_info": run.spec.sweep_info(sweep.name), "device": device, "threads": threads})
+             for run in plan.pending]
+    if jobs == 1:
+        for run, task in tasks:
+            if on_start is not None:
+                on_start(run)
+            finish(run, _execute(task, progress(run.name) if progress is not None else None))
+    elif tasks:
+        context = multiprocessing.get_context("spawn")  # no fork: torch and CUDA state do not survive it
+        pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context)
+        try:
+            futures = {}
+            for run, task in tasks:
+                if on_start is not None:
+                    on_start(run)
+                futures[pool.submit(_execute, task)] = run
+            for future in as_completed(futures):
+                try:
+                    out = future.result()
+                except Exception as err:  # the worker process died (killed, out of memory)
+                    out = {"result": "failed", "error": f"worker process died ({type(err).__name__}: {err}); "
+                                                        "run `elr sweep` again to resume"}
+                finish(futures[future], out)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+    return SweepResult(plan, [outcomes[r.name] for r in plan.runs])
+
+
+# ---- reports -------------------------------------------------------------------------------------
+
+REPORT_METRICS = {
+    "last": "last epoch",
+    "selected": "selected by noisy validation",
+    "best": "best test accuracy during training (selects on the test set; for comparison with papers only)",
+}
+_TYPE_ORDER = {"none": 0, "symmetric": 1, "asymmetric": 2}
+_TYPE_SHORT = {"symmetric": "sym", "asymmetric": "asym"}
+
+
+def noise_column(noise_type: str, rate: float) -> str:
+    """Column title of a noise setting: ``sym 40%``, ``asym 10%`` or ``clean``."""
+    if noise_type == "none" or not rate:
+        return "clean"
+    return f"{_TYPE_SHORT.get(noise_type, noise_type)} {100 * rate:g}%"
+
+
+@dataclass
+class Cell:
+    """One table cell: the values (in %) of the runs of one method and noise setting, over seeds."""
+
+    dataset: str
+    method: str
+    noise_type: str
+    noise_rate: float
+    values: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    missing: int = 0  # runs of this cell without the tabulated value
+
+    @property
+    def column(self) -> str:
+        return noise_column(self.noise_type, self.noise_rate)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.values) / self.n if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation (ddof=1); None for fewer than two seeds."""
+        if self.n < 2:
+            return None
+        mean = self.mean
+        return math.sqrt(sum((v - mean) ** 2 for v in self.values) / (self.n - 1))
+
+    def text(self) -> str:
+        if not self.values:
+            return "missing" if self.missing else ""
+        spread = f" ± {self.std:.2f}" if self.std is not None else ""
+        return f"{self.mean:.2f}{spread} ({self.n})"
+
+
+@dataclass
+class Report:
+    """Test accuracy (and memorized fraction) of runs, as methods x noise settings per dataset."""
+
+    metric: str
+    accuracy: list[Cell]
+    memorized: list[Cell]
+    notes: list[str]
+    row_order: dict[str, tuple[float, str]]
+    runs: int
+
+    @property
+    def metric_label(self) -> str:
+        return REPORT_METRICS[self.metric]
+
+    def _tables(self, cells: list[Cell]):
+        for dataset in sorted({c.dataset for c in cells}):
+            mine = [c for c in cells if c.dataset == dataset]
+            columns = sorted({(c.noise_type, c.noise_rate) for c in mine}, key=_column_sort)
+            rows = sorted({c.method for c in mine}, key=lambda m: self.row_order.get(m, (math.inf, m)))
+            lookup = {(c.method, c.noise_type, c.noise_rate): c for c in mine}
+            yield dataset, columns, rows, lookup
+
+    def _markdown_tables(self, cells: list[Cell], what: str) -> list[str]:
+        lines = []
+        for dataset, columns, rows, lookup in self._tables(cells):
+            lines += ["", f"### {dataset}: {what}", ""]
+            lines.append("| method | " + " | ".join(noise_column(*c) for c in columns) + " |")
+            lines.append("|---" * (len(columns) + 1) + "|")
+            for method in rows:
+                texts = [lookup[(method, *c)].text() if (method, *c) in lookup else "" for c in columns]
+                lines.append(f"| {method} | " + " | ".join(texts) + " |")
+        return lines
+
+    def markdown(self) -> str:
+        """The tables as Markdown, with what the cells mean and the notes."""
+        lines = [f"## Test accuracy (%), {self.metric_label}", "",
+                 f"{self.runs} runs. Cells: mean ± sample standard deviation (ddof=1) over seeds, "
+                 "number of seeds in parentheses; a single seed shows no ±."]
+        lines += self._markdown_tables(self.accuracy, f"test accuracy (%), {self.metric_label}")
+        if self.memorized:
+            lines += ["", "## Wrong labels memorized at the last epoch (%)", "",
+                      "Share of the wrongly-labelled training examples predicted as their wrong label "
+                      "(summary `last.mem_wrong_memorized`); lower is better."]
+            lines += self._markdown_tables(self.memorized, "wrong labels memorized (%), last epoch")
+        if self.notes:
+            lines += ["", "Notes:", ""] + [f"- {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def csv_text(self) -> str:
+        """One line per cell: dataset, table, metric, method, noise, n, mean and std (in %), seeds."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["dataset", "table", "metric", "method", "noise_type", "noise_rate", "column",
+                         "n", "mean", "std", "missing", "seeds"])
+        for table, metric, cells in (("test_acc", self.metric, self.accuracy),
+                                     ("mem_wrong_memorized", "last", self.memorized)):
+            for dataset, columns, rows, lookup in self._tables(cells):
+                for method in rows:
+                    for column in columns:
+                        cell = lookup.get((method, *column))
+                        if cell is None:
+                            continue
+                        writer.writerow([dataset, table, metric, method, cell.noise_type, cell.noise_rate,
+                                         cell.column, cell.n, _num(cell.mean), _num(cell.std), cell.missing,
+                                         " ".join(map(str, cell.seeds))])
+        return buffer.getvalue()
+
+    def plot_rows(self) -> list[dict[str, Any]]:
+        """The accuracy cells as plain dicts for :func:`elr.plots.plot_report`."""
+        return [{"dataset": c.dataset, "method": c.method, "noise_type": c.noise_type, "noise_rate": c.noise_rate,
+                 "mean": c.mean, "std": c.std or 0.0, "n": c.n}
+                for c in sorted(self.accuracy, key=lambda c: self.row_order.get(c.method, (math.inf, c.method)))
+                if c.values]
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
+def _column_sort(column: tuple[str, float]) -> tuple[int, str, float]:
+    kind, rate = column
+    if not rate:
+        kind = "none"  # rate 0 of any type is the clean column
+    return _TYPE_ORDER.get(kind, len(_TYPE_ORDER)), kind, rate
+
+
+def find_summaries(dirs: Iterable[str | Path]) -> list[Path]:
+    """Every ``summary.json`` under the given directories (recursively), each once."""
+    found: dict[Path, None] = {}
+    for d in map(Path, dirs):
+        if not d.is_dir():
+            raise FileNotFoundError(f"no such directory: {d}")
+        for path in sorted(d.rglob(SUMMARY)):
+            found.setdefault(path.resolve(), None)
+    return list(found)
+
+
+def _row_label(summary: dict[str, Any], info: dict[str, Any] | None) -> str:
+    label = info.get("method") if info else None
+    if label is None:
+        method = summary.get("method", "standard")
+        label = summary.get("loss", "?") if method == "standard" else method
+    # grid settings other than noise and seed tell rows apart (e.g. the ELR+ ablation switches)
+    extra = {k: v for k, v in ((info or {}).get("settings") or {}).items()
+             if k != "seed" and k != "noise" and not k.startswith("noise.")}
+    if extra:
+        label += " [" + ", ".join(f"{k.rsplit('.', 1)[-1]}={_text(v)}" for k, v in extra.items()) + "]"
+    return str(label)
+
+
+def build_report(dirs: Iterable[str | Path], *, metric: str = "last") -> Report:
+    """Collect the ``summary.json`` files under ``dirs`` into methods x noise tables.
+
+    Rows are the method labels of the sweeps (``sweep.json``; else the loss name), extended by any
+    grid setting other than noise and seed; columns are the noise settings; a cell is the mean and
+    sample standard deviation over the seeds of that method and noise, one table per dataset.
+
+    Parameters
+    ----------
+    dirs : paths
+        Directories searched recursively (sweep directories, run directories).
+    metric : {"last", "selected", "best"}
+        ``last``: test accuracy after the final epoch; ``selected``: at the epoch of best noisy
+        validation accuracy (runs without a validation split are missing); ``best``: the best test
+        accuracy seen during training (selects on the test set; for comparison with papers only).
+    """
+    if metric not in REPORT_METRICS:
+        raise ValueError(f"metric must be one of {', '.join(REPORT_METRICS)}, got {metric!r}")
+    paths = find_summaries(dirs)
+    if not paths:
+        raise FileNotFoundError("no summary.json (finished run) under " + ", ".join(map(str, dirs)))
+    accuracy: dict[tuple, Cell] = {}
+    memorized: dict[tuple, Cell] = {}
+    order: dict[str, tuple[float, str]] = {}
+    without_val = 0
+    for path in paths:
+        summary = json.loads(path.read_text())
+        info_path = path.parent / SWEEP_FILE
+        info = json.loads(info_path.read_text()) if info_path.is_file() else None
+        label = _row_label(summary, info)
+        rank = float(info["order"]) if info and isinstance(info.get("order"), int) else math.inf
+        order[label] = min(order.get(label, (math.inf, label)), (rank, label))
+        noise = summary.get("noise") or {}
+        key = (str(summary.get("dataset", "?")), label, str(noise.get("type", "none")), float(noise.get("rate") or 0.0))
+        seed = summary.get("seed")
+        if metric == "last":
+            value = summary["last"]["test_acc"]
+        elif metric == "best":
+            value = summary.get("best_test_acc")
+        else:
+            selected = summary.get("selected")
+            value = selected.get("test_acc") if selected else None
+            without_val += selected is None
+        cell = accuracy.setdefault(key, Cell(*key))
+        _add(cell, value, seed)
+        mem = summary["last"].get("mem_wrong_memorized")
+        if mem is not None:
+            _add(memorized.setdefault(key, Cell(*key)), mem, seed)
+    notes = []
+    if without_val:
+        notes.append(f"{without_val} run{'s have' if without_val > 1 else ' has'} no validation split "
+                     "(data.val_fraction=0), so nothing was selected by noisy validation: missing from the "
+                     "table; use --metric last for them.")
+    if metric == "best":
+        notes.append("best test accuracy selects the epoch on the test set itself: an optimistic number, "
+                     "shown only for comparison with papers that report it.")
+    for cell in accuracy.values():
+        repeated = sorted({s for s in cell.seeds if cell.seeds.count(s) > 1})
+        if repeated:
+            notes.append(f"{cell.dataset} / {cell.method} / {cell.column}: seed {', '.join(map(str, repeated))} "
+                         "appears more than once (runs of several sweeps or copies?)")
+    return Report(metric, list(accuracy.values()), list(memorized.values()), notes, order, len(paths))
+
+
+def _add(cell: Cell, value: Any, seed: Any) -> None:
+    if value is None:
+        cell.missing += 1
+    else:
+        cell.values.append(100.0 * float(value))
+        cell.seeds.append(seed)
+
+
+def write_report(report: Report, out_dir: str | Path) -> dict[str, Any]:
+    """Write ``report.md``, ``report.csv`` and ``report.png`` (when matplotlib is installed).
+
+    Returns
+    -------
+    dict
+        ``markdown``, ``csv`` and ``png`` paths (``png`` None without matplotlib) and ``notes``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Any] = {"markdown": out_dir / "report.md", "csv": out_dir / "report.csv", "png": None,
+                               "notes": []}
+    atomic_write_text(written["markdown"], report.markdown())
+    atomic_write_text(written["csv"], report.csv_text())
+    rows = report.plot_rows()
+    if rows:
+        try:
+            from .plots import plot_report
+
+            written["png"] = plot_report(rows, out_dir / "report.png",
+                                         ylabel=f"test accuracy (%), {report.metric_label}")
+        except ImportError as err:
+            written["notes"].append(f"no report.png: {err}")
+    return written
