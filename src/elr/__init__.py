@@ -17,6 +17,7 @@ from .losses import (  # noqa: E402
     estimate_transition_matrix,
     list_losses,
 )
+from .elr_plus import ELRPlus  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
 from .runs import evaluate_run, resume, train  # noqa: E402
 
@@ -38,6 +39,7 @@ __all__ = [
     "create_loss",
     "list_losses",
     "estimate_transition_matrix",
+    "ELRPlus",
     "create_model",
     "list_models",
     "train",

@@ -155,19 +155,36 @@ class ELRLoss(nn.Module):
         """Per-example ``log(1 - <p, t>)`` for clamped probabilities ``probs`` and targets (batch, C)."""
         return torch.log(1.0 - (probs * targets).sum(dim=1))
 
-    def forward(self, logits: Tensor, labels: Tensor, index: Tensor, target_probs: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        logits: Tensor,
+        labels: Tensor,
+        index: Tensor,
+        target_probs: Tensor | None = None,
+        *,
+        mixup: tuple[float, Tensor] | None = None,
+    ) -> Tensor:
         """Loss of one batch.
 
         Parameters
         ----------
         logits : Tensor, float, shape (B, C)
+            With ``mixup``, the outputs on the mixed inputs ``l * x + (1 - l) * x[perm]``.
         labels : Tensor, int64, shape (B,)
-            The (possibly noisy) training labels.
+            The (possibly noisy) training labels, of the un-mixed batch.
         index : Tensor, int64, shape (B,)
-            Dataset positions of the examples, in ``[0, num_examples)``.
+            Dataset positions of the examples (of the un-mixed batch), in ``[0, num_examples)``.
         target_probs : Tensor, float, shape (B, C), optional
             Probabilities that update the targets instead of the model's own softmax (ELR+ passes
-            the other network's weight-averaged predictions).
+            the other network's weight-averaged predictions). Required with ``mixup``: the
+            probabilities of the un-mixed batch.
+        mixup : (float, Tensor), optional
+            ``(l, perm)``: the mixing weight in ``[0, 1]`` and the batch permutation (int64, (B,))
+            the inputs were mixed with (ELR+). The targets of ``index`` are updated from
+            ``target_probs`` as usual; then labels and targets are mixed with the same ``l`` and
+            ``perm``: ``y~ = l * onehot(y) + (1 - l) * onehot(y[perm])``,
+            ``q = l * t[index] + (1 - l) * t[index][perm]``, and the per-example loss is
+            ``CE(logits, y~) + lam * log(1 - <p, q>)``.
 
         Returns
         -------
@@ -186,12 +203,40 @@ class ELRLoss(nn.Module):
             raise ValueError(
                 f"target_probs must have the shape of logits {tuple(logits.shape)}, got {tuple(target_probs.shape)}"
             )
+        if mixup is not None:
+            mix_weight, perm = _check_mixup(mixup, logits.shape[0], self.check_values)
+            if target_probs is None:
+                # the model's own softmax is of the mixed inputs: it would store mixtures as targets
+                raise ValueError("mixup needs target_probs: the probabilities of the un-mixed batch")
         logits = logits.float()  # autocast may hand us bf16; the log terms want float32
         probs = F.softmax(logits, dim=1).clamp(self.eps, 1.0 - self.eps)
         self.update_targets(index, probs if target_probs is None else target_probs)
-        ce = F.cross_entropy(logits, labels.long(), reduction="none")
-        reg = self.regularizer(probs, self.targets[index])
+        if mixup is None:
+            ce = F.cross_entropy(logits, labels.long(), reduction="none")
+            reg = self.regularizer(probs, self.targets[index])
+        else:
+            targets = self.targets[index]
+            mixed_targets = mix_weight * targets + (1.0 - mix_weight) * targets[perm]
+            onehot = F.one_hot(labels.long(), self.num_classes).to(logits.dtype)
+            soft_labels = mix_weight * onehot + (1.0 - mix_weight) * onehot[perm]
+            ce = F.cross_entropy(logits, soft_labels, reduction="none")
+            reg = self.regularizer(probs, mixed_targets)
         return _reduce(ce + self.lam * reg, self.reduction)
+
+
+def _check_mixup(mixup: object, batch: int, check_values: bool) -> tuple[float, Tensor]:
+    """Validate ELRLoss's ``mixup=(l, perm)`` argument; return ``l`` as a float and ``perm``."""
+    if not isinstance(mixup, (tuple, list)) or len(mixup) != 2:
+        raise ValueError(f"mixup must be a pair (l, perm), got {type(mixup).__name__}")
+    weight, perm = mixup
+    weight = _check_real("mixup weight l", float(weight) if isinstance(weight, Tensor) else weight, 0.0, 1.0)
+    if not isinstance(perm, Tensor) or perm.dim() != 1 or perm.shape[0] != batch:
+        raise ValueError(f"mixup permutation must be an integer tensor of shape ({batch},)")
+    if perm.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"mixup permutation must be an integer tensor, got dtype {perm.dtype}")
+    if check_values and batch and (int(perm.min()) < 0 or int(perm.max()) >= batch):
+        raise ValueError(f"mixup permutation must hold batch positions in [0, {batch})")
+    return weight, perm
 
 
 class CrossEntropyLoss(nn.Module):

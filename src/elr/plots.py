@@ -237,3 +237,59 @@ def plot_report(rows: list[dict], path, *, ylabel: str = "test accuracy (%)") ->
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+# ---- the linear model of Section 3 (paper Figure A.1) -------------------------------------------
+
+_THEORY_PANELS = (
+    ("accuracy w.r.t. true labels", (("acc_clean", "clean-labelled examples", "tab:blue", "-"),
+                                     ("acc_wrong", "wrong-labelled examples", "tab:green", "-"),
+                                     ("memorized", "memorized (wrong-labelled)", "tab:red", "--"),
+                                     ("test_acc", "test (fresh draws)", "black", ":"))),
+    ("gradient coefficient magnitude", (("coef_clean", "clean-labelled examples", "tab:blue", "-"),
+                                        ("coef_wrong", "wrong-labelled examples", "tab:red", "-"))),
+    ("gradient direction", (("cosine", "cosine(-gradient, correct direction)", "tab:purple", "-"),
+                            ("wrong_grad_share", "share of wrong-labelled examples", "tab:red", "--"))),
+)
+
+
+def plot_theory(result: dict, path) -> Path:
+    """Figure A.1 for :func:`elr.theory.simulate`: CE on the top row, ELR on the bottom row.
+
+    Panels, over gradient-descent iterations: training accuracy on clean- and wrong-labelled examples
+    with respect to the true labels, the memorized fraction and the test accuracy; the mean coefficient
+    magnitudes of clean vs wrong examples (Theorem 1); the cosine between the descent direction and
+    the correct separator, and the wrong-labelled examples' share of the gradient norm.
+
+    Parameters
+    ----------
+    result : dict
+        As returned by ``elr.theory.simulate`` (or loaded from ``theory.json``).
+    path : path
+        The PNG to write.
+    """
+    missing = [k for k in ("config", "ce", "elr") if k not in result]
+    if missing:
+        raise ValueError(f"result must be the dict of elr.theory.simulate; missing key {missing[0]!r}")
+    plt = _pyplot()
+    cfg = result["config"]
+    rows = (("cross entropy", result["ce"]),
+            (f"ELR (lambda={cfg.get('lam', '?')}, beta={cfg.get('beta', '?')})", result["elr"]))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5), constrained_layout=True)
+    for ax_row, (name, series) in zip(axes, rows):
+        for ax, (title, lines) in zip(ax_row, _THEORY_PANELS):
+            for key, label, colour, style in lines:
+                pairs = [(i, y) for i, y in zip(series["iteration"], series.get(key, ())) if y is not None]
+                if pairs:
+                    ax.plot(*zip(*pairs), label=label, color=colour, linestyle=style)
+            ax.set_title(f"{name}: {title}")
+            ax.set_xlabel("iteration")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8, loc="best")
+        ax_row[0].set_ylim(-0.02, 1.02)
+        ax_row[2].axhline(0, color="black", linewidth=0.6)
+    fig.suptitle(f"linear model of Section 3: n={cfg.get('n')}, p={cfg.get('p')}, sigma={cfg.get('sigma')}, "
+                 f"noise rate={cfg.get('noise_rate')}, step={cfg.get('step_size')}")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
