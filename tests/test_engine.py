@@ -137,7 +137,6 @@ def test_sigkill_then_resume_equals_uninterrupted_run(kind, tmp_path, image_npz)
     proc = subprocess.run([sys.executable, "-c", KILLER, str(config_path), str(killed)], capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr  # died by SIGKILL in epoch 3
     assert [r["epoch"] for r in read_metrics(killed)] == [1, 2]
-    assert not list(killed.glob(".checkpoint.pt.*")) or True  # a stray temp file is harmless
     resume(killed)
     straight = tmp_path / "straight"
     train(config, straight)

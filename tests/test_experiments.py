@@ -96,7 +96,7 @@ def test_paper_sweep_files_expand():
     assert (asym.loss.params, asym.optim.epochs, asym.optim.milestones) == ({"lam": 1.0, "beta": 0.9}, 120, [40, 80])
     sym = runs["ELR-cosine/symmetric-0.8/seed-4"]
     assert (sym.loss.params, sym.optim.epochs, sym.optim.schedule) == ({"lam": 3.0, "beta": 0.7}, 150, "cosine_restarts")
-    assert runs["Forward-true-T/symmetric-0.2/seed-0"].loss.params == {"transition": True}
+    assert runs["Forward/symmetric-0.2/seed-0"].loss.params == {"transition": "estimate"}
     sce100 = {s.name: s.config for s in c100}["SCE/asymmetric-0.1/seed-0"]
     assert sce100.loss.params == {"alpha": 6.0, "beta": 0.1} and sce100.optim.milestones == [80, 120]
 

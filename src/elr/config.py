@@ -177,6 +177,10 @@ class Config:
         _choice("channels_last", self.channels_last, ("auto", "on", "off"))
         _check_component("model", self.model)
         _check_component("loss", self.loss)
+        if self.loss.name == "forward":
+            from .two_stage import validate_forward
+
+            validate_forward(self)
         self._validate_elr_plus()
         return self
 
@@ -343,6 +347,10 @@ def _check_component(section: str, component: Component) -> None:
             from .losses import loss_params
 
             accepted = loss_params(component.name)
+            if component.name == "forward":
+                from .two_stage import ESTIMATE_KEYS
+
+                accepted = [*accepted, *ESTIMATE_KEYS]
     except ValueError as err:
         raise ConfigError(f"{section}.name: {err}") from None
     unknown = sorted(set(component.params) - set(accepted))

@@ -24,6 +24,7 @@ from .checkpoint import atomic_write_text
 from .config import Component, Config, ConfigError, apply_overrides
 from .engine import CHECKPOINT, METRICS, Progress
 from .runs import CONFIG_FILE, NOISE_FILE, NOISY_LABELS, RUNTIME_KEYS, SUMMARY
+from .two_stage import stage1_epochs_left
 
 log = logging.getLogger(__name__)
 
@@ -419,6 +420,7 @@ def _status(spec: RunSpec, run_dir: Path) -> tuple[str, int, str]:
     if (run_dir / CHECKPOINT).is_file():
         done = _epochs_recorded(run_dir)  # may run one ahead of the checkpoint: an estimate
         return "resume", max(epochs - done, 1), ""
+    epochs += stage1_epochs_left(spec.config, run_dir)  # Forward with an estimated T: its CE stage first
     if (run_dir / CONFIG_FILE).is_file():
         return "restart", epochs, ""
     return "new", epochs, ""

@@ -24,6 +24,7 @@ from .engine import CHECKPOINT, METRICS, Engine, Progress, TrainData, evaluate
 from .losses import create_loss
 from .methods import Runtime, Standard
 from .models import create_model, model_params
+from .two_stage import estimate_in_run_dir, estimates_transition, forward_params, load_transition
 
 log = logging.getLogger(__name__)
 
@@ -110,28 +111,44 @@ def prepare_data(config: Config, device: torch.device | str = "cpu") -> Prepared
     return PreparedData(data, noisy, y_true, val_idx, summary, list(raw.class_names or []))
 
 
-def resolve_loss_params(config: Config, num_classes: int) -> dict[str, Any]:
-    """The loss parameters of the config, with ``forward``'s ``transition: true`` made concrete.
+def true_transition(config: Config, num_classes: int) -> np.ndarray:
+    """The transition matrix of the configured synthetic noise model (identity without noise)."""
+    n = config.noise
+    if n.type == "none" or n.rate == 0:
+        return np.eye(num_classes)
+    if n.type == "symmetric":
+        return noise.transition_matrix("symmetric", n.rate, num_classes, exclude_true=n.exclude_true)
+    kind = {10: "cifar10", 100: "cifar100"}.get(num_classes)
+    return noise.transition_matrix("asymmetric", n.rate, num_classes, dataset=kind)
 
-    ``loss: {name: forward, transition: true}`` means the true transition matrix of the configured
-    noise model (``elr.noise.transition_matrix``): Forward with an oracle T, as a sweep file cannot
-    hold a 100 x 100 matrix. Any other ``transition`` value is passed through unchanged.
+
+def resolve_loss_params(config: Config, num_classes: int, transition: np.ndarray | None = None) -> dict[str, Any]:
+    """The loss parameters of the config, with ``forward``'s ``transition`` made a matrix.
+
+    ``transition: true`` is the true matrix of the configured noise model (an oracle T: a sweep file
+    cannot hold a 100 x 100 matrix); a string ending in ``.npy`` is loaded from that file;
+    ``estimate`` takes ``transition`` (the two-stage estimate, :mod:`elr.two_stage`).
     """
-    params = dict(config.loss.params)
-    if config.loss.name == "forward" and params.get("transition") is True:
-        n = config.noise
-        if n.type == "none" or n.rate == 0:
-            params["transition"] = np.eye(num_classes)
-        elif n.type == "symmetric":
-            params["transition"] = noise.transition_matrix("symmetric", n.rate, num_classes,
-                                                           exclude_true=n.exclude_true)
-        else:
-            kind = {10: "cifar10", 100: "cifar100"}.get(num_classes)
-            params["transition"] = noise.transition_matrix("asymmetric", n.rate, num_classes, dataset=kind)
+    if config.loss.name != "forward":
+        return dict(config.loss.params)
+    params = forward_params(config)
+    given = params.get("transition")
+    if given is True:
+        params["transition"] = true_transition(config, num_classes)
+    elif given == "estimate":
+        if transition is None:
+            raise ValueError("loss.transition=estimate: the estimated matrix is missing (stage 1 not run)")
+        params["transition"] = transition
+    elif isinstance(given, str):
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"loss.transition: no such .npy file: {path}")
+        params["transition"] = np.load(path, allow_pickle=False)
     return params
 
 
-def build_method(config: Config, prepared: PreparedData, runtime: Runtime) -> Standard | ELRPlus:
+def build_method(config: Config, prepared: PreparedData, runtime: Runtime,
+                 transition: np.ndarray | None = None) -> Standard | ELRPlus:
     """Create the model(s) and loss(es) named in the config; shapes come from the data.
 
     ``method: elr_plus`` builds :class:`~elr.elr_plus.ELRPlus`. Its first network gets the same
@@ -150,7 +167,7 @@ def build_method(config: Config, prepared: PreparedData, runtime: Runtime) -> St
     torch.manual_seed(derived_seeds(config.seed)["train"])  # the model's initial weights
     model = create_model(config.model.name, num_classes, **model_kwargs)
     loss = create_loss(config.loss.name, num_examples=len(prepared.data.train), num_classes=num_classes,
-                       **resolve_loss_params(config, num_classes))
+                       **resolve_loss_params(config, num_classes, transition))
     if hasattr(loss, "check_values") and runtime.device.type == "cuda":
         loss.check_values = False  # value checks read tensors back to the host every step
     if config.method == "standard":
@@ -196,6 +213,9 @@ def train(
         raise FileExistsError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
     runtime = resolve_runtime(config, device)
     prepared = prepare_data(config, runtime.device)  # before creating the directory: bad data leaves nothing behind
+    transition = None
+    if estimates_transition(config):  # stage 1 before the run's own files: a kill here leaves it unstarted
+        transition = estimate_in_run_dir(config, run_dir, progress=progress, device=device)
     run_dir.mkdir(parents=True, exist_ok=True)
     header = f"# elr {__version__}, torch {torch.__version__}, numpy {np.__version__}\n"
     atomic_write_text(run_dir / CONFIG_FILE, header + config.to_yaml())
@@ -203,7 +223,7 @@ def train(
     noise_info = {**prepared.noise_summary, "type": config.noise.type, "rate": config.noise.rate,
                   "val_indices": prepared.val_indices.tolist()}
     atomic_write_text(run_dir / NOISE_FILE, json.dumps(noise_info) + "\n")
-    method = build_method(config, prepared, runtime)
+    method = build_method(config, prepared, runtime, transition)
     engine = _engine(config, prepared, method, run_dir, progress)
     return _finish(config, prepared, engine, run_dir)
 
@@ -218,7 +238,7 @@ def resume(run_dir: str | Path, *, progress: Progress | None = None, device: str
     prepared = prepare_data(config, runtime.device)
     if not np.array_equal(state["noisy_labels"].numpy(), prepared.noisy_labels):
         raise ValueError(f"{run_dir}: the data or noise no longer reproduce the run's noisy labels; refusing to resume")
-    method = build_method(config, prepared, runtime)
+    method = build_method(config, prepared, runtime, _saved_transition(config, run_dir))
     engine = _engine(config, prepared, method, run_dir, progress)
     engine.load_state_dict(state)
     return _finish(config, prepared, engine, run_dir)
@@ -238,7 +258,7 @@ def evaluate_run(run_dir: str | Path, *, device: str | None = None) -> dict[str,
     state = load_checkpoint(run_dir / CHECKPOINT)
     runtime = resolve_runtime(config, device)
     prepared = prepare_data(config, runtime.device)
-    method = build_method(config, prepared, runtime)
+    method = build_method(config, prepared, runtime, _saved_transition(config, run_dir))
     method.load_state_dict(state["method"])
     method.eval()
     result = {"epoch": int(state["epoch"])}
@@ -247,6 +267,10 @@ def evaluate_run(run_dir: str | Path, *, device: str | None = None) -> dict[str,
     if prepared.data.val is not None:
         result["val_acc"] = evaluate(method, prepared.data.val, config.eval_batch_size)["acc"]
     return result
+
+
+def _saved_transition(config: Config, run_dir: Path) -> np.ndarray | None:
+    return load_transition(run_dir) if estimates_transition(config) else None
 
 
 def _engine(config: Config, prepared: PreparedData, method: Standard | ELRPlus, run_dir: Path,
@@ -275,10 +299,26 @@ def _finish(config: Config, prepared: PreparedData, engine: Engine, run_dir: Pat
     start = time.perf_counter()
     history = engine.fit()
     summary = summarize(history, config, prepared)
+    if estimates_transition(config):
+        summary["transition_estimate"] = _estimate_report(config, prepared, load_transition(run_dir))
     summary["train_seconds_this_session"] = time.perf_counter() - start
     atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
     summary["plots"] = _plot(run_dir, history, config)
     return summary
+
+
+def _estimate_report(config: Config, prepared: PreparedData, estimate: np.ndarray) -> dict[str, Any]:
+    """How far the two-stage estimate of T is from the noise model's true T (reported, never used)."""
+    try:
+        true = true_transition(config, prepared.data.num_classes)
+    except ValueError:  # asymmetric noise outside CIFAR-10/100 has no known T here
+        true = None
+    report: dict[str, Any] = {"file": "transition.npy", "stage1": "stage1_ce",
+                              "mean_diagonal": float(np.diag(estimate).mean())}
+    if true is not None:
+        report["true_mean_diagonal"] = float(np.diag(true).mean())
+        report["mean_abs_error"] = float(np.abs(estimate - true).mean())
+    return report
 
 
 def summarize(history: list[dict[str, Any]], config: Config, prepared: PreparedData) -> dict[str, Any]:
