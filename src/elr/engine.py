@@ -214,7 +214,7 @@ class Engine:
                 out.update({f"mem_{k}": v for k, v in fractions.items()})
             loss = getattr(self.method, "elr_loss", None)
             if self.monitor.gradient_terms and loss is not None and type(loss).regularizer is ELRLoss.regularizer:
-                out.update(gradient_terms(logits, subset.labels, subset.true_labels, loss.targets[positions],
+                out.update(gradient_terms(logits, subset.labels, subset.true_labels, loss.target_rows(positions),
                                           lam=loss.lam, eps=loss.eps))
         return out
 

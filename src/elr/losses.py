@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import targets as target_bank
+
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -95,11 +97,20 @@ class ELRLoss(nn.Module):
         Probabilities are clamped to ``[eps, 1 - eps]`` as in the authors' code.
     check_values : bool, default True
         Check label/index ranges and finite logits on every call (synchronises a GPU).
+    target_storage : {"dense", "topk"}, default "dense"
+        ``dense`` keeps every class of every example; ``topk`` keeps the ``target_k`` largest
+        entries of each row (see :mod:`elr.targets`), for class counts in the thousands.
+    target_dtype : {"float32", "float16", "bfloat16"}, default "float32"
+        Storage dtype of the target values; the update and the loss compute in float32.
+    target_k : int, default 10
+        Entries kept per example with ``target_storage="topk"``.
 
     Attributes
     ----------
-    targets : Tensor, float32, shape (num_examples, num_classes)
-        Registered buffer: saved in ``state_dict()`` and moved by ``.to(device)``. Starts at zero.
+    targets : Tensor, shape (num_examples, num_classes), dense storage only
+        Registered buffer in ``target_dtype``: saved in ``state_dict()`` and moved by ``.to(device)``.
+        Starts at zero. With ``topk`` the buffers are ``target_values`` (num_examples, k) and
+        ``target_indices`` (int32). :meth:`target_rows` reads either as dense float32 rows.
     """
 
     def __init__(
@@ -112,6 +123,9 @@ class ELRLoss(nn.Module):
         reduction: str = "mean",
         eps: float = 1e-4,
         check_values: bool = True,
+        target_storage: str = "dense",
+        target_dtype: str = "float32",
+        target_k: int = 10,
     ) -> None:
         super().__init__()
         if not isinstance(num_examples, int) or num_examples < 1:
@@ -131,13 +145,35 @@ class ELRLoss(nn.Module):
         self.reduction = _check_reduction(reduction)
         self.eps = float(eps)
         self.check_values = check_values
-        self.register_buffer("targets", torch.zeros(num_examples, num_classes))
+        target_bank.check_storage(target_storage, target_dtype, target_k, num_classes)
+        self.target_storage, self.target_dtype, self.target_k = target_storage, target_dtype, target_k
+        dtype = target_bank.DTYPES[target_dtype]
+        if target_storage == "dense":
+            self.register_buffer("targets", torch.zeros(num_examples, num_classes, dtype=dtype))
+        else:
+            self.register_buffer("target_values", torch.zeros(num_examples, target_k, dtype=dtype))
+            first_k = torch.arange(target_k, dtype=torch.int32).expand(num_examples, target_k)
+            self.register_buffer("target_indices", first_k.contiguous())
+
+    @property
+    def target_bytes_per_example(self) -> int:
+        """Memory of one example's targets in the chosen storage."""
+        return target_bank.bytes_per_example(self.target_storage, self.target_dtype, self.target_k, self.num_classes)
 
     def extra_repr(self) -> str:
+        storage = "" if self.target_storage == "dense" and self.target_dtype == "float32" else \
+            f", target_storage={self.target_storage!r}, target_dtype={self.target_dtype!r}" + \
+            (f", target_k={self.target_k}" if self.target_storage == "topk" else "")
         return (
             f"num_examples={self.num_examples}, num_classes={self.num_classes}, lam={self.lam}, "
-            f"beta={self.beta}, reduction={self.reduction!r}"
+            f"beta={self.beta}, reduction={self.reduction!r}{storage}"
         )
+
+    def target_rows(self, index: Tensor) -> Tensor:
+        """The targets of the examples ``index`` as dense float32 rows (batch, num_classes)."""
+        if self.target_storage == "dense":
+            return self.targets[index].float()
+        return target_bank.topk_rows(self.target_values, self.target_indices, index, self.num_classes)
 
     @torch.no_grad()
     def update_targets(self, index: Tensor, probs: Tensor) -> None:
@@ -147,9 +183,14 @@ class ELRLoss(nn.Module):
         place the targets change, so a distributed run can all-gather (index, probs) before calling it.
         Indices within one call are expected to be unique.
         """
-        p = probs.detach().to(self.targets.dtype).clamp(self.eps, 1.0 - self.eps)
+        p = probs.detach().float().clamp(self.eps, 1.0 - self.eps)
         p = p / p.sum(dim=1, keepdim=True)
-        self.targets[index] = self.beta * self.targets[index] + (1.0 - self.beta) * p
+        if self.target_storage == "topk":
+            target_bank.topk_update(self.target_values, self.target_indices, index, p, self.beta)
+        elif self.target_dtype == "float32":
+            self.targets[index] = self.beta * self.targets[index] + (1.0 - self.beta) * p
+        else:  # half-precision storage: average in float32, round once
+            self.targets[index] = (self.beta * self.targets[index].float() + (1.0 - self.beta) * p).to(self.targets.dtype)
 
     def regularizer(self, probs: Tensor, targets: Tensor) -> Tensor:
         """Per-example ``log(1 - <p, t>)`` for clamped probabilities ``probs`` and targets (batch, C)."""
@@ -213,9 +254,9 @@ class ELRLoss(nn.Module):
         self.update_targets(index, probs if target_probs is None else target_probs)
         if mixup is None:
             ce = F.cross_entropy(logits, labels.long(), reduction="none")
-            reg = self.regularizer(probs, self.targets[index])
+            reg = self.regularizer(probs, self.target_rows(index))
         else:
-            targets = self.targets[index]
+            targets = self.target_rows(index)
             mixed_targets = mix_weight * targets + (1.0 - mix_weight) * targets[perm]
             onehot = F.one_hot(labels.long(), self.num_classes).to(logits.dtype)
             soft_labels = mix_weight * onehot + (1.0 - mix_weight) * onehot[perm]

@@ -90,7 +90,7 @@ class Standard:
     @property
     def elr_loss(self) -> nn.Module | None:
         """The loss when it keeps ELR targets (for the gradient-term monitor), else None."""
-        return self.loss if hasattr(self.loss, "targets") else None
+        return self.loss if hasattr(self.loss, "target_rows") else None
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "loss": self.loss.state_dict(),
