@@ -59,7 +59,7 @@ def bare_epoch(model, optimizer, batches, device) -> float:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    float(loss)
+    float(loss.detach())
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start

@@ -68,7 +68,7 @@ def measure(model_name: str, args, runtime: Runtime) -> dict[str, float]:
             sync(device)
             start = time.perf_counter()
             loss, _ = methods[n].train_step(x, y, index)
-            float(loss)  # the step is done when its loss can be read
+            float(loss.detach())  # the step is done when its loss can be read
             sync(device)
             if r >= args.warmup:
                 times[n].append(time.perf_counter() - start)

@@ -81,6 +81,9 @@ def test_run_directory_holds_every_file(tmp_path):
     assert [r["epoch"] for r in records] == [1, 2, 3]
     for key in RESULT_KEYS + ("seconds", "mem_wrong_true", "mem_wrong_other", "mem_clean_incorrect"):
         assert key in records[0], key
+    for r in records:  # the epoch's time splits into training and evaluation
+        assert r["train_seconds"] > 0 and r["eval_seconds"] > 0
+        assert r["seconds"] == pytest.approx(r["train_seconds"] + r["eval_seconds"], abs=1e-6)
     wrong = records[-1]
     assert wrong["mem_wrong_true"] + wrong["mem_wrong_memorized"] + wrong["mem_wrong_other"] == pytest.approx(1)
     # the saved noisy labels reproduce the noise summary

@@ -157,16 +157,21 @@ class Engine:
     def fit(self) -> list[dict[str, Any]]:
         """Train from the current epoch to the last; return the per-epoch records."""
         while self.epoch < self.optim.epochs:
-            record = self._train_one_epoch()
-            self.epoch += 1
-            self.history.append(record)
-            if self.run_dir is not None:
-                save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict())
-                self._write_metrics()
-            log.info("epoch %d/%d %s", self.epoch, self.optim.epochs, _brief(record))
-            if self.progress is not None:
-                self.progress.epoch_end(record)
+            self.run_epoch()
         return self.history
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train and evaluate one epoch, checkpoint it (with a run directory) and return its record."""
+        record = self._train_one_epoch()
+        self.epoch += 1
+        self.history.append(record)
+        if self.run_dir is not None:
+            save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict())
+            self._write_metrics()
+        log.info("epoch %d/%d %s", self.epoch, self.optim.epochs, _brief(record))
+        if self.progress is not None:
+            self.progress.epoch_end(record)
+        return record
 
     def _train_one_epoch(self) -> dict[str, Any]:
         start = time.perf_counter()
@@ -193,8 +198,10 @@ class Engine:
             "train_loss": train_loss,
             "train_acc": float(correct) / len(train),
         }
+        trained = time.perf_counter()
         record.update(self._evaluate())
-        record["seconds"] = time.perf_counter() - start
+        end = time.perf_counter()
+        record.update(seconds=end - start, train_seconds=trained - start, eval_seconds=end - trained)
         return record
 
     def _evaluate(self) -> dict[str, Any]:
