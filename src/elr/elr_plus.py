@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import OptimConfig
+from .device import to_device
 from .losses import ELRLoss
 from .methods import Runtime, make_sgd
 
@@ -328,7 +329,7 @@ class ELRPlus:
     def _draw_mixup(self, batch: int, device: torch.device) -> tuple[float, Tensor]:
         weight = sample_beta(self.mixup_alpha, self.generator)
         weight = max(weight, 1.0 - weight)  # the un-permuted example dominates
-        perm = torch.randperm(batch, generator=self.generator).to(device)
+        perm = to_device(torch.randperm(batch, generator=self.generator), device)
         return weight, perm
 
     @torch.no_grad()

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..device import to_device
+
 __all__ = ["random_crop_flip", "draw_crop_flip", "apply_crop_flip"]
 
 
@@ -90,7 +92,11 @@ def apply_crop_flip(x: Tensor, top: Tensor, left: Tensor, flips: Tensor, *, padd
         if t.shape != (b,):
             raise ValueError(f"{name} must have shape ({b},) to match x, got {tuple(t.shape)}")
     dev = x.device
-    top, left, flips = top.to(dev), left.to(dev), flips.to(dev)
+    if dev.type == "cuda" and top.device.type == "cpu":  # one queued copy instead of three blocking ones
+        top, left, flips = to_device(torch.stack([top, left, flips.to(top.dtype)]), dev)
+        flips = flips.bool()
+    else:
+        top, left, flips = top.to(dev), left.to(dev), flips.to(dev)
     padded = F.pad(x, (padding, padding, padding, padding)) if padding else x
     rows = top[:, None] + torch.arange(h, device=dev)  # (B, H)
     cols_fwd = torch.arange(w, device=dev)
