@@ -193,3 +193,48 @@ def test_demo_elr_beats_ce_by_ten_points(tmp_path):
     assert rows["ELR"]["test_acc"] >= rows["CE"]["test_acc"] + 0.10, rows
     assert rows["ELR"]["memorized"] < rows["CE"]["memorized"]
     assert (tmp_path / "demo" / "summary.json").is_file()
+    # a second demo reuses the finished runs instead of refusing the directory
+    again = run_demo(tmp_path / "demo", epochs=60)
+    assert again["rows"] == result["rows"]
+    with pytest.raises(FileExistsError, match="other settings"):
+        run_demo(tmp_path / "demo", epochs=61)
+    # the demo records Figure 2's terms: every key, per epoch, in metrics.jsonl
+    records = read_metrics(tmp_path / "demo" / "elr")
+    for group in ("clean", "wrong"):
+        for term in ("ce", "reg", "total"):
+            assert isinstance(records[-1][f"grad_{group}_{term}_mean"], float), (group, term)
+    last = records[-1]
+    for group in ("clean", "wrong"):  # total = CE term + regularisation term, example by example
+        assert last[f"grad_{group}_total_mean"] == pytest.approx(
+            last[f"grad_{group}_ce_mean"] + last[f"grad_{group}_reg_mean"], abs=1e-6)
+    if _has_matplotlib():  # elr plot: Figure 1 and, as the runs recorded them, Figure 2
+        out = tmp_path / "fig" / "figure1.png"
+        assert main(["plot", str(tmp_path / "demo" / "ce"), str(tmp_path / "demo" / "elr"), "--out", str(out)]) == 0
+        assert out.stat().st_size > 10_000 and (tmp_path / "fig" / "figure1_gradients.png").stat().st_size > 10_000
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _has_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_cli_one_line_errors_for_broken_yaml_and_checkpoint(tmp_path, capsys):
+    cfg = tmp_path / "broken.yaml"
+    cfg.write_text("optim: {lr: [\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "not valid YAML" in err and "Traceback" not in err
+    good = tmp_path / "c.yaml"
+    good.write_text(digits_config(optim__epochs=1).to_yaml())
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(good), "--out", str(out), "amp=off", "channels_last=off"]) == 0
+    assert Config.load(out / "config.yaml").amp == "off"  # a bare YAML off is the string "off"
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be read as a checkpoint" in err and "Traceback" not in err

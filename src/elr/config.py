@@ -122,7 +122,10 @@ class Config:
             path = Path(path)
             if not path.is_file():
                 raise ConfigError(f"config file not found: {path}")
-            loaded = yaml.safe_load(path.read_text())
+            try:
+                loaded = yaml.safe_load(path.read_text())
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
             if loaded is not None and not isinstance(loaded, dict):
                 raise ConfigError(f"{path}: the top level of a config must be a mapping of keys to values")
             raw = loaded or {}
@@ -277,6 +280,9 @@ def _numeric(value: Any) -> Any:
     return value
 
 
+_ON_OFF = {"amp": {True: "bf16", False: "off"}, "channels_last": {True: "on", False: "off"}}
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """Accept ints for floats and None for optional fields; reject other type mismatches."""
     if isinstance(default, (int, float)) and not isinstance(default, bool):
@@ -293,6 +299,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         return float(value)
     if isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if isinstance(default, str) and isinstance(value, bool) and key in _ON_OFF:
+        return _ON_OFF[key][value]  # YAML reads a bare on/off as a boolean
     if isinstance(default, str) and not isinstance(value, str):
         raise ConfigError(f"{key} must be a string, got {value!r}")
     if isinstance(default, list) and not isinstance(value, list):

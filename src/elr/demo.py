@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 from .checkpoint import atomic_write_text
 from .config import Config
-from .engine import Progress
-from .runs import train
+from .engine import CHECKPOINT, METRICS, Progress
+from .runs import CONFIG_FILE, NOISE_FILE, NOISY_LABELS, load_run_config, resume, train
 
 
 def demo_config(loss: str, *, epochs: int = 200, seed: int = 0) -> Config:
@@ -30,6 +30,17 @@ def demo_config(loss: str, *, epochs: int = 200, seed: int = 0) -> Config:
     }).validate()
 
 
+def _train_or_resume(config: Config, run_dir: Path, progress: Progress | None) -> dict[str, Any]:
+    """A second ``make demo`` reuses finished runs and resumes interrupted ones."""
+    if (run_dir / CHECKPOINT).is_file():
+        if load_run_config(run_dir).to_dict() != config.to_dict():
+            raise FileExistsError(f"{run_dir} holds a demo run with other settings; choose another --out")
+        return resume(run_dir, progress=progress)
+    for name in (CONFIG_FILE, NOISE_FILE, NOISY_LABELS, METRICS):  # killed before its first checkpoint
+        (run_dir / name).unlink(missing_ok=True)
+    return train(config, run_dir, progress=progress)
+
+
 def run_demo(
     out_dir: str | Path,
     *,
@@ -46,8 +57,8 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     rows, runs = [], []
     for loss in ("ce", "elr"):
-        summary = train(demo_config(loss, epochs=epochs, seed=seed), out / loss,
-                        progress=progress(loss) if progress else None)
+        summary = _train_or_resume(demo_config(loss, epochs=epochs, seed=seed), out / loss,
+                                   progress(loss) if progress else None)
         runs.append(out / loss)
         rows.append({
             "method": loss.upper(),

@@ -135,7 +135,10 @@ class Sweep:
             base_path = Path(root) / str(raw["base"])
             if not base_path.is_file():
                 raise SweepError(f"{where}: base config not found: {base_path}")
-            loaded = yaml.safe_load(base_path.read_text()) or {}
+            try:
+                loaded = yaml.safe_load(base_path.read_text()) or {}
+            except yaml.YAMLError as err:
+                raise SweepError(f"{where}: base config {base_path} is not valid YAML ({err})") from None
             if not isinstance(loaded, dict):
                 raise SweepError(f"{where}: base config {base_path} must be a mapping")
             base = loaded

@@ -172,7 +172,7 @@ class ELRLoss(nn.Module):
     def target_rows(self, index: Tensor) -> Tensor:
         """The targets of the examples ``index`` as dense float32 rows (batch, num_classes)."""
         if self.target_storage == "dense":
-            return self.targets[index].float()
+            return _compute_precision(self.targets[index])
         return target_bank.topk_rows(self.target_values, self.target_indices, index, self.num_classes)
 
     @torch.no_grad()
@@ -183,12 +183,12 @@ class ELRLoss(nn.Module):
         place the targets change, so a distributed run can all-gather (index, probs) before calling it.
         Indices within one call are expected to be unique.
         """
-        p = probs.detach().float().clamp(self.eps, 1.0 - self.eps)
+        p = _compute_precision(probs.detach()).clamp(self.eps, 1.0 - self.eps)
         p = p / p.sum(dim=1, keepdim=True)
         if self.target_storage == "topk":
             target_bank.topk_update(self.target_values, self.target_indices, index, p, self.beta)
-        elif self.target_dtype == "float32":
-            self.targets[index] = self.beta * self.targets[index] + (1.0 - self.beta) * p
+        elif self.targets.dtype not in (torch.float16, torch.bfloat16):
+            self.targets[index] = self.beta * self.targets[index] + (1.0 - self.beta) * p.to(self.targets.dtype)
         else:  # half-precision storage: average in float32, round once
             self.targets[index] = (self.beta * self.targets[index].float() + (1.0 - self.beta) * p).to(self.targets.dtype)
 
@@ -249,7 +249,7 @@ class ELRLoss(nn.Module):
             if target_probs is None:
                 # the model's own softmax is of the mixed inputs: it would store mixtures as targets
                 raise ValueError("mixup needs target_probs: the probabilities of the un-mixed batch")
-        logits = logits.float()  # autocast may hand us bf16; the log terms want float32
+        logits = _compute_precision(logits)  # autocast may hand us bf16; the log terms want float32
         probs = F.softmax(logits, dim=1).clamp(self.eps, 1.0 - self.eps)
         self.update_targets(index, probs if target_probs is None else target_probs)
         if mixup is None:
@@ -263,6 +263,11 @@ class ELRLoss(nn.Module):
             ce = F.cross_entropy(logits, soft_labels, reduction="none")
             reg = self.regularizer(probs, mixed_targets)
         return _reduce(ce + self.lam * reg, self.reduction)
+
+
+def _compute_precision(t: Tensor) -> Tensor:
+    """float64 stays float64 (exact checks, research use); anything else computes in float32."""
+    return t if t.dtype == torch.float64 else t.float()
 
 
 def _check_mixup(mixup: object, batch: int, check_values: bool) -> tuple[float, Tensor]:

@@ -49,7 +49,7 @@ def topk_update(values: Tensor, indices: Tensor, index: Tensor, probs: Tensor, b
     """Eq. 9 on the union of the stored entries and the top k of ``probs`` (float32, rows summing to 1)."""
     k = values.shape[1]
     old_idx = indices[index].long()
-    old = torch.zeros_like(probs).scatter_(1, old_idx, values[index].float())
+    old = torch.zeros_like(probs).scatter_(1, old_idx, values[index].to(probs.dtype))
     candidate = torch.zeros_like(probs, dtype=torch.bool)
     candidate.scatter_(1, old_idx, True)
     candidate.scatter_(1, probs.topk(k, dim=1).indices, True)
