@@ -15,3 +15,12 @@ def test_readme_loop_example_runs():
     targets = namespace["criterion"].targets
     # after 5 epochs every example was visited 5 times: rows sum to 1 - 0.7**5
     assert abs(float(targets.sum(dim=1).mean()) - (1 - 0.7**5)) < 1e-5
+
+
+def test_every_repository_path_the_readme_names_exists():
+    text = README.read_text()
+    root = README.parent
+    named = set(re.findall(r"(?<![\w/.])((?:configs|benchmarks|docs|src|tests)/[\w./-]+\.(?:yaml|py|png|md))", text))
+    assert len(named) > 10  # the pattern finds the README's paths
+    missing = sorted(p for p in named if not (root / p).is_file())
+    assert not missing, missing

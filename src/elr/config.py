@@ -16,25 +16,43 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the key and what is accepted."""
 
 
+FILE_DATASETS = ("image_folder", "csv", "clothing1m", "webvision")  # read from image files (elr.file_data)
+_FILE_KEYS = ("image_size", "crop_size", "train_crop", "workers", "batches_per_epoch", "decode_errors",
+              "label_file", "test_label_file", "val_label_file", "imagenet_root")
+
+
 @dataclass
 class DataConfig:
     """Where the examples come from and how they are split."""
 
-    dataset: str = "digits"  # cifar10 | cifar100 | npz | digits
-    root: str | None = None  # folder of the python-version CIFAR files, or the .npz file
+    dataset: str = "digits"  # cifar10 | cifar100 | npz | digits | image_folder | csv | clothing1m | webvision
+    root: str | None = None  # folder of the python-version CIFAR files, the .npz file, or the image files' folder
     val_fraction: float = 0.0  # noisy validation split held out of the training set (authors: 0.1)
     train_size: int | None = None  # keep a seeded, stratified subset of the training set (CPU presets)
     augment: bool = True  # random crop (padding 4) + horizontal flip for image data
+    # image files (image_folder, csv, clothing1m, webvision) only; see elr.data.files
+    image_size: int | None = None  # shorter side after resizing; default 256
+    crop_size: int | None = None  # square crop fed to the model; default 224 (webvision 227)
+    train_crop: str = "random_crop"  # random_crop | random_resized_crop (augment=false: centre crop)
+    workers: int = 0  # DataLoader processes decoding images (0: in the training process)
+    batches_per_epoch: int | None = None  # class-balanced draw of this many batches every epoch (Clothing1M: 3000)
+    decode_errors: str = "raise"  # raise | skip: an unreadable image stops the run, or is skipped and counted
+    label_file: str | None = None  # csv: training list path,label[,true_label], relative to root
+    test_label_file: str | None = None  # csv: test list
+    val_label_file: str | None = None  # csv: optional validation list
+    imagenet_root: str | None = None  # webvision: ILSVRC2012 val images, one folder per synset (second test set)
 
 
 @dataclass
 class NoiseConfig:
     """Label noise applied to the training labels (see ``elr.noise``)."""
 
-    type: str = "symmetric"  # none | symmetric | asymmetric
-    rate: float = 0.0
+    type: str = "symmetric"  # none | symmetric | asymmetric | cifar10n | cifar100n (human labels, CIFAR-N)
+    rate: float = 0.0  # synthetic types only; CIFAR-N's rate is the file's (reported as realised_rate)
     exclude_true: bool = False  # symmetric only: flip to a different class (rate = realised rate)
     seed: int | None = None  # defaults to the run seed
+    label_set: str | None = None  # cifar10n: aggregate | random1 | random2 | random3 | worst
+    file: str | None = None  # CIFAR-N .pt file; default: CIFAR-10_human.pt / CIFAR-100_human.pt in or next to data.root
 
 
 @dataclass
@@ -144,13 +162,14 @@ class Config:
     def validate(self) -> Config:
         """Check every value; raise ConfigError naming the key and the accepted values."""
         d, n, o, m = self.data, self.noise, self.optim, self.monitor
-        _choice("data.dataset", d.dataset, ("cifar10", "cifar100", "npz", "digits"))
-        if d.dataset in ("cifar10", "cifar100", "npz") and not d.root:
+        _choice("data.dataset", d.dataset, ("cifar10", "cifar100", "npz", "digits", *FILE_DATASETS))
+        if d.dataset in ("cifar10", "cifar100", "npz", *FILE_DATASETS) and not d.root:
             raise ConfigError(f"data.root is required for data.dataset={d.dataset!r}: give data.root=PATH")
         _range("data.val_fraction", d.val_fraction, 0.0, 1.0, hi_open=True)
         _optional_int("data.train_size", d.train_size, 2)
-        _choice("noise.type", n.type, ("none", "symmetric", "asymmetric"))
+        _choice("noise.type", n.type, ("none", "symmetric", "asymmetric", "cifar10n", "cifar100n"))
         _range("noise.rate", n.rate, 0.0, 1.0)
+        self._validate_human_noise()
         if n.type == "asymmetric" and d.dataset not in ("cifar10", "cifar100", "npz"):
             raise ConfigError("noise.type=asymmetric is defined for CIFAR-10/100 only (data.dataset cifar10, cifar100, npz)")
         _optional_int("noise.seed", n.seed, 0)
@@ -185,7 +204,67 @@ class Config:
 
             validate_forward(self)
         self._validate_elr_plus()
+        self._validate_files()
         return self
+
+    def _validate_files(self) -> None:
+        """The image-file keys of ``data``: only for file data sets, and consistent with the data set."""
+        d, defaults = self.data, DataConfig()
+        if d.dataset not in FILE_DATASETS:
+            for key in _FILE_KEYS:
+                if getattr(d, key) != getattr(defaults, key):
+                    raise ConfigError(f"data.{key} applies to image-file data sets ({', '.join(FILE_DATASETS)}), "
+                                      f"not data.dataset={d.dataset!r}; remove it")
+            return
+        _optional_int("data.image_size", d.image_size, 1)
+        _optional_int("data.crop_size", d.crop_size, 1)
+        if d.image_size is not None and d.crop_size is not None and d.crop_size > d.image_size:
+            raise ConfigError(f"data.crop_size ({d.crop_size}) must not exceed data.image_size ({d.image_size})")
+        _choice("data.train_crop", d.train_crop, ("random_crop", "random_resized_crop"))
+        _int("data.workers", d.workers, 0)
+        _optional_int("data.batches_per_epoch", d.batches_per_epoch, 1)
+        _choice("data.decode_errors", d.decode_errors, ("raise", "skip"))
+        for key in ("label_file", "test_label_file", "val_label_file", "imagenet_root"):
+            value = getattr(d, key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"data.{key} must be a path, got {value!r}")
+        own = {"csv": ("label_file", "test_label_file", "val_label_file"), "webvision": ("imagenet_root",)}
+        for key in ("label_file", "test_label_file", "val_label_file", "imagenet_root"):
+            if getattr(d, key) is not None and key not in own.get(d.dataset, ()):
+                raise ConfigError(f"data.{key} is not read for data.dataset={d.dataset!r}; remove it")
+        if d.dataset == "csv":
+            for key in ("label_file", "test_label_file"):
+                if getattr(d, key) is None:
+                    raise ConfigError(f"data.dataset=csv needs data.{key}=FILE (lines path,label[,true_label])")
+        if d.dataset in ("clothing1m", "webvision") and self.noise.type != "none" and self.noise.rate > 0:
+            raise ConfigError(f"data.dataset={d.dataset} has real label noise: use noise.type=none")
+        if d.dataset == "clothing1m" and d.val_fraction > 0:
+            raise ConfigError("data.val_fraction must be 0 for clothing1m: its clean validation list is the validation set")
+
+    def _validate_human_noise(self) -> None:
+        """CIFAR-N (``noise.type`` cifar10n / cifar100n) reads its labels from a file: no rate, one label set."""
+        n, dataset = self.noise, self.data.dataset
+        if n.type not in ("cifar10n", "cifar100n"):
+            for key in ("label_set", "file"):
+                if getattr(n, key) is not None:
+                    raise ConfigError(f"noise.{key} is read only with noise.type=cifar10n or cifar100n, "
+                                      f"not with noise.type={n.type!r}; remove it")
+            return
+        if n.rate != 0:
+            raise ConfigError(f"noise.rate has no meaning for noise.type={n.type}: the noisy labels come from the "
+                              f"CIFAR-N file (its rate is reported as realised_rate); remove noise.rate")
+        if n.exclude_true:
+            raise ConfigError(f"noise.exclude_true is for noise.type=symmetric, not {n.type}")
+        base = n.type[:-1]
+        if dataset not in (base, "npz"):
+            raise ConfigError(f"noise.type={n.type} labels the {base} training set: needs data.dataset={base} "
+                              f"(or npz holding that training set in its original order), got {dataset!r}")
+        if n.type == "cifar10n":
+            _choice("noise.label_set", n.label_set, ("aggregate", "random1", "random2", "random3", "worst"))
+        elif n.label_set is not None:
+            raise ConfigError("noise.label_set is for cifar10n only: cifar100n has one label set; remove it")
+        if n.file is not None and not isinstance(n.file, str):
+            raise ConfigError(f"noise.file must be a path, got {n.file!r}")
 
     def _validate_elr_plus(self) -> None:
         e = self.elr_plus

@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +54,7 @@ class TrainData:
     test: InMemoryDataset
     val: InMemoryDataset | None = None
     num_classes: int = 0
+    extra_tests: dict[str, Any] = field(default_factory=dict)  # reported as <name>_acc, <name>_top5 (WebVision: imagenet)
 
 
 class DivergedError(RuntimeError):
@@ -182,24 +183,29 @@ class Engine:
         self.method.train()
         loss_sum = torch.zeros((), device=train.device)
         correct = torch.zeros((), dtype=torch.long, device=train.device)
+        seen = 0  # examples trained on: a file data set may draw a class-balanced part, or skip a bad file
         for b, (x, y, index) in enumerate(train.batches(optim.batch_size, shuffle=True, generator=self.generator)):
             self.method.set_lr(learning_rate(optim, epoch + b / batches))
             loss, hits = self.method.train_step(x, y, index)
             loss_sum += loss.float() * y.shape[0]  # accumulated on the device: no sync per batch
             correct += hits
+            seen += y.shape[0]
             if self.progress is not None:
                 self.progress.batch_end()
-        train_loss = float(loss_sum) / len(train)
+        train_loss = float(loss_sum) / max(seen, 1)
         if not math.isfinite(train_loss):
             raise DivergedError(f"training loss became {train_loss} in epoch {epoch + 1}; lower optim.lr")
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": learning_rate(optim, epoch),
             "train_loss": train_loss,
-            "train_acc": float(correct) / len(train),
+            "train_acc": float(correct) / max(seen, 1),
         }
         trained = time.perf_counter()
         record.update(self._evaluate())
+        skipped = [d.take_skipped() for d in self._datasets() if hasattr(d, "take_skipped")]
+        if skipped:  # file data sets with decode_errors: skip report what they left out
+            record["skipped_images"] = sum(skipped)
         end = time.perf_counter()
         record.update(seconds=end - start, train_seconds=trained - start, eval_seconds=end - trained)
         return record
@@ -213,6 +219,8 @@ class Engine:
             out["test_top5"] = test["top5"]
         if self.data.val is not None and len(self.data.val) > 0:
             out["val_acc"] = evaluate(self.method, self.data.val, self.eval_batch_size)["acc"]
+        for name, dataset in self.data.extra_tests.items():
+            out.update({f"{name}_{k}": v for k, v in evaluate(self.method, dataset, self.eval_batch_size).items()})
         if self._monitor_set is not None:
             subset, positions = self._monitor_set
             logits = predict_all(self.method, subset, self.eval_batch_size)
@@ -224,6 +232,10 @@ class Engine:
                 out.update(gradient_terms(logits, subset.labels, subset.true_labels, loss.target_rows(positions),
                                           lam=loss.lam, eps=loss.eps))
         return out
+
+    def _datasets(self) -> list[Any]:
+        d = self.data
+        return [d.train, d.test, *([d.val] if d.val is not None else []), *d.extra_tests.values()]
 
     def _choose_monitor_set(self, seed: int) -> tuple[InMemoryDataset, Tensor] | None:
         """The training examples the monitor measures, and their positions in the training set."""

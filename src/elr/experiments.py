@@ -632,7 +632,9 @@ _TYPE_SHORT = {"symmetric": "sym", "asymmetric": "asym"}
 
 
 def noise_column(noise_type: str, rate: float) -> str:
-    """Column title of a noise setting: ``sym 40%``, ``asym 10%`` or ``clean``."""
+    """Column title of a noise setting: ``sym 40%``, ``asym 10%``, ``clean`` or ``cifar10n worst`` (CIFAR-N)."""
+    if noise_type.startswith(("cifar10n", "cifar100n")):  # human labels: the label set, not a rate
+        return noise_type.replace("-", " ")
     if noise_type == "none" or not rate:
         return "clean"
     return f"{_TYPE_SHORT.get(noise_type, noise_type)} {100 * rate:g}%"
@@ -759,8 +761,8 @@ def _num(value: float | None) -> str:
 
 def _column_sort(column: tuple[str, float]) -> tuple[int, str, float]:
     kind, rate = column
-    if not rate:
-        kind = "none"  # rate 0 of any type is the clean column
+    if not rate and not kind.startswith(("cifar10n", "cifar100n")):
+        kind = "none"  # rate 0 of any synthetic type is the clean column
     return _TYPE_ORDER.get(kind, len(_TYPE_ORDER)), kind, rate
 
 
@@ -821,7 +823,8 @@ def build_report(dirs: Iterable[str | Path], *, metric: str = "last") -> Report:
         rank = float(info["order"]) if info and isinstance(info.get("order"), int) else math.inf
         order[label] = min(order.get(label, (math.inf, label)), (rank, label))
         noise = summary.get("noise") or {}
-        key = (str(summary.get("dataset", "?")), label, str(noise.get("type", "none")), float(noise.get("rate") or 0.0))
+        kind = str(noise.get("type", "none")) + (f"-{noise['label_set']}" if noise.get("label_set") else "")
+        key = (str(summary.get("dataset", "?")), label, kind, float(noise.get("rate") or 0.0))
         seed = summary.get("seed")
         if metric == "last":
             value = summary["last"]["test_acc"]

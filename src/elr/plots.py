@@ -44,7 +44,8 @@ def _draw_memorization(axes, history, label_prefix=""):
         ax.set_ylabel("% of training examples")
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        if ax.get_legend_handles_labels()[1]:  # an epoch without the monitor's keys draws no line
+            ax.legend(fontsize=8, loc="best")
 
 
 def _draw_accuracy(ax, history, title):

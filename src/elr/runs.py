@@ -17,10 +17,12 @@ import torch
 
 from . import __version__, noise
 from .checkpoint import atomic_write_text, load_checkpoint
-from .config import Config, ConfigError
+from .config import FILE_DATASETS, Config, ConfigError
 from .data import InMemoryDataset, read_dataset, stratified_split
+from .data.cifar_n import CIFAR_N, read_cifar_n
 from .elr_plus import ELRPlus
 from .engine import CHECKPOINT, METRICS, Engine, Progress, TrainData, evaluate
+from .file_data import prepare_file_data, write_classes
 from .losses import create_loss
 from .methods import Runtime, Standard
 from .models import create_model, model_params
@@ -42,10 +44,11 @@ class PreparedData:
 
     data: TrainData
     noisy_labels: np.ndarray  # the whole (sub-sampled) training set, before the validation split
-    true_labels: np.ndarray
+    true_labels: np.ndarray | None  # None when unknown (real-noise image data sets)
     val_indices: np.ndarray
     noise_summary: dict[str, Any]
     class_names: list[str] = field(default_factory=list)
+    label_to_index: dict[str, int] | None = None  # labels written as names in a CSV -> class index
 
 
 def derived_seeds(seed: int) -> dict[str, int]:
@@ -73,17 +76,23 @@ def resolve_runtime(config: Config, device: str | None = None) -> Runtime:
 def prepare_data(config: Config, device: torch.device | str = "cpu") -> PreparedData:
     """Read the data set, keep the configured subset, apply label noise, split off validation."""
     d = config.data
+    if d.dataset in FILE_DATASETS:  # image files decoded by DataLoader workers (elr.file_data)
+        return prepare_file_data(config, device)
     raw = read_dataset(d.dataset, d.root)
     seeds = derived_seeds(config.seed)
     x_train, y_true = raw.x_train, np.asarray(raw.y_train, dtype=np.int64)
     num_classes = len(raw.class_names) if raw.class_names else int(max(y_true.max(), raw.y_test.max()) + 1)
+    y_all, keep = y_true, None  # CIFAR-N labels the whole training set: the subset is taken from them too
     if d.train_size is not None and d.train_size < len(y_true):
         _, keep = stratified_split(y_true, d.train_size / len(y_true), seed=seeds["subset"])
         x_train, y_true = x_train[keep], y_true[keep]
 
     n = config.noise
     noise_seed = n.seed if n.seed is not None else seeds["noise"]
-    if n.type == "none" or n.rate == 0:
+    if n.type in CIFAR_N:
+        noisy = _human_labels(config, y_all, num_classes)
+        noisy = noisy if keep is None else noisy[keep]
+    elif n.type == "none" or n.rate == 0:
         noisy = y_true.copy()
     elif n.type == "symmetric":
         noisy = noise.symmetric(y_true, n.rate, num_classes, seed=noise_seed, exclude_true=n.exclude_true)
@@ -111,9 +120,21 @@ def prepare_data(config: Config, device: torch.device | str = "cpu") -> Prepared
     return PreparedData(data, noisy, y_true, val_idx, summary, list(raw.class_names or []))
 
 
+def _human_labels(config: Config, y_all: np.ndarray, num_classes: int) -> np.ndarray:
+    """CIFAR-N's noisy labels for the whole training set (``y_all``, checked against the file)."""
+    n = config.noise
+    expected = CIFAR_N[n.type][1]
+    if num_classes != expected:
+        raise ConfigError(f"noise.type={n.type} needs a data set of {expected} classes, got {num_classes}")
+    return read_cifar_n(n.type, label_set=n.label_set, true_labels=y_all, file=n.file, root=config.data.root)
+
+
 def true_transition(config: Config, num_classes: int) -> np.ndarray:
     """The transition matrix of the configured synthetic noise model (identity without noise)."""
     n = config.noise
+    if n.type in CIFAR_N:
+        raise ValueError(f"noise.type={n.type} is human noise from a file: it has no known transition matrix; "
+                         "give loss.transition as a .npy file or estimate")
     if n.type == "none" or n.rate == 0:
         return np.eye(num_classes)
     if n.type == "symmetric":
@@ -159,11 +180,11 @@ def build_method(config: Config, prepared: PreparedData, runtime: Runtime,
     num_classes = prepared.data.num_classes
     model_kwargs = dict(config.model.params)
     accepted = model_params(config.model.name)
-    sample = prepared.data.train.inputs
-    if "in_channels" in accepted and sample.dim() == 4:
-        model_kwargs.setdefault("in_channels", int(sample.shape[1]))
+    shape = prepared.data.train.sample_shape  # one example as batches yield it
+    if "in_channels" in accepted and len(shape) == 3:
+        model_kwargs.setdefault("in_channels", int(shape[0]))
     if "in_features" in accepted:
-        model_kwargs.setdefault("in_features", int(np.prod(sample.shape[1:])))
+        model_kwargs.setdefault("in_features", int(np.prod(shape)))
     torch.manual_seed(derived_seeds(config.seed)["train"])  # the model's initial weights
     model = create_model(config.model.name, num_classes, **model_kwargs)
     loss = create_loss(config.loss.name, num_examples=len(prepared.data.train), num_classes=num_classes,
@@ -221,8 +242,10 @@ def train(
     atomic_write_text(run_dir / CONFIG_FILE, header + config.to_yaml())
     np.save(run_dir / NOISY_LABELS, prepared.noisy_labels)
     noise_info = {**prepared.noise_summary, "type": config.noise.type, "rate": config.noise.rate,
+                  **({"label_set": config.noise.label_set} if config.noise.label_set else {}),
                   "val_indices": prepared.val_indices.tolist()}
     atomic_write_text(run_dir / NOISE_FILE, json.dumps(noise_info) + "\n")
+    write_classes(run_dir, prepared.class_names, prepared.label_to_index)
     method = build_method(config, prepared, runtime, transition)
     engine = _engine(config, prepared, method, run_dir, progress)
     return _finish(config, prepared, engine, run_dir)
@@ -266,6 +289,8 @@ def evaluate_run(run_dir: str | Path, *, device: str | None = None) -> dict[str,
     result.update({f"test_{k}" if k != "acc" else "test_acc": v for k, v in test.items()})
     if prepared.data.val is not None:
         result["val_acc"] = evaluate(method, prepared.data.val, config.eval_batch_size)["acc"]
+    for name, dataset in prepared.data.extra_tests.items():  # WebVision: imagenet_acc, imagenet_top5
+        result.update({f"{name}_{k}": v for k, v in evaluate(method, dataset, config.eval_batch_size).items()})
     return result
 
 
@@ -324,7 +349,8 @@ def _estimate_report(config: Config, prepared: PreparedData, estimate: np.ndarra
 def summarize(history: list[dict[str, Any]], config: Config, prepared: PreparedData) -> dict[str, Any]:
     """Final and validation-selected results of a finished run."""
     last = history[-1]
-    pick = ("test_acc", "test_top5", "val_acc", "mem_wrong_memorized", "mem_clean_correct")
+    extra = tuple(f"{name}_{k}" for name in prepared.data.extra_tests for k in ("acc", "top5"))
+    pick = ("test_acc", "test_top5", *extra, "val_acc", "mem_wrong_memorized", "mem_clean_correct")
 
     def row(record: dict[str, Any]) -> dict[str, Any]:
         return {"epoch": record["epoch"], **{k: record[k] for k in pick if k in record}}
@@ -340,13 +366,16 @@ def summarize(history: list[dict[str, Any]], config: Config, prepared: PreparedD
         "model": config.model.name,
         "dataset": config.data.dataset,
         "noise": {"type": config.noise.type, "rate": config.noise.rate,
-                  "realised_rate": prepared.noise_summary.get("noise_rate")},
+                  "realised_rate": prepared.noise_summary.get("noise_rate"),
+                  **({"label_set": config.noise.label_set} if config.noise.label_set else {})},
         "seed": config.seed,
         "epochs": len(history),
         "train_examples": len(prepared.data.train),
         "last": row(last),
         "selected": selected,
         "best_test_acc": max(r["test_acc"] for r in history),
+        **({"skipped_images": sum(r.get("skipped_images", 0) for r in history)}  # decode_errors: skip
+           if any("skipped_images" in r for r in history) else {}),
         "total_seconds": sum(r["seconds"] for r in history),
         "versions": _versions(),
     }
@@ -367,5 +396,7 @@ def _plot(run_dir: Path, history: list[dict[str, Any]], config: Config) -> list[
 def run_title(config: Config) -> str:
     noise_text = "clean labels" if config.noise.type == "none" or config.noise.rate == 0 else \
         f"{config.noise.type} {config.noise.rate:.0%} noise"
+    if config.noise.type in CIFAR_N:
+        noise_text = f"{config.noise.type} {config.noise.label_set or 'noisy'} labels"
     name = "ELR+" if config.method == "elr_plus" else config.loss.name.upper()
     return f"{name} on {config.data.dataset}, {noise_text}"

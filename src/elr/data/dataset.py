@@ -247,6 +247,11 @@ class InMemoryDataset:
     # -- read-only views ----------------------------------------------------------------------
 
     @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one example as batches yield it: (C, H, W) or (D, ...)."""
+        return tuple(self._inputs.shape[1:])
+
+    @property
     def inputs(self) -> Tensor:
         """Stored inputs: uint8 (N, C, H, W) images or float32 (N, D, ...) features."""
         return self._inputs

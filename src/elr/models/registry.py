@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+from os import PathLike
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -98,7 +99,7 @@ def model_params(name: str) -> list[str]:
     """The keyword options `create_model` accepts for model `name` (ValueError for unknown names)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown model name {name!r}; known names: {', '.join(list_models())}")
-    return _accepted_options(_REGISTRY[name])[0]
+    return [*_accepted_options(_REGISTRY[name])[0], "pretrained"]
 
 
 def create_model(name: str, num_classes: int, **kwargs: object) -> nn.Module:
@@ -113,7 +114,9 @@ def create_model(name: str, num_classes: int, **kwargs: object) -> nn.Module:
         Number of output classes; must be an integer >= 2.
     **kwargs
         Model-specific options, e.g. ``in_channels=1`` for the ResNets or
-        ``in_features=784`` for ``"mlp"``.
+        ``in_features=784`` for ``"mlp"``; and for every model ``pretrained=PATH``: a local
+        state dict loaded with `elr.models.load_pretrained` (a classifier head of another
+        shape is re-initialised and reported; nothing is downloaded).
 
     Returns
     -------
@@ -133,11 +136,19 @@ def create_model(name: str, num_classes: int, **kwargs: object) -> nn.Module:
     num_classes = check_int(num_classes, "num_classes", minimum=2)
     factory = _REGISTRY[name]
     accepted, takes_any = _accepted_options(factory)
+    pretrained = kwargs.pop("pretrained", None)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown and not takes_any:
-        options = ", ".join(accepted) if accepted else "(none)"
+        options = ", ".join([*accepted, "pretrained"])
         raise ValueError(
             f"unknown option(s) {', '.join(unknown)} for model {name!r}; "
             f"accepted options: {options}"
         )
-    return factory(num_classes, **kwargs)
+    model = factory(num_classes, **kwargs)
+    if pretrained is not None:
+        if not isinstance(pretrained, (str, PathLike)):
+            raise ValueError(f"pretrained must be the path of a local weights file, got {pretrained!r}")
+        from .pretrained import load_pretrained
+
+        load_pretrained(model, pretrained)
+    return model

@@ -1,0 +1,241 @@
+"""CIFAR-N human noisy labels: safe loading of the .pt files, checks, and their use in prepare_data and train."""
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from elr.config import Config, ConfigError
+from elr.data.cifar_n import CIFAR10N_LABEL_SETS, find_label_file, load_label_file, read_cifar_n
+from elr.data.split import stratified_split
+from elr.runs import derived_seeds, prepare_data, train
+
+N_TRAIN = 200
+# realised noise rate of each fixture label set (multiples of 1/200, all different)
+RATES = {"aggre_label": 0.09, "random_label1": 0.17, "random_label2": 0.18, "random_label3": 0.175,
+         "worse_label": 0.40}
+
+
+def corrupt(y, rate, num_classes, rng):
+    """Exactly round(rate * n) labels moved to another class."""
+    noisy = y.copy()
+    flip = rng.choice(len(y), size=round(rate * len(y)), replace=False)
+    noisy[flip] = (y[flip] + rng.integers(1, num_classes, size=len(flip))) % num_classes
+    return noisy
+
+
+@pytest.fixture()
+def cifar_like(tmp_path):
+    """A CIFAR-10-shaped .npz (200 training images, 10 classes) with CIFAR-10_human.pt beside it."""
+    rng = np.random.default_rng(0)
+    y_train = np.repeat(np.arange(10), N_TRAIN // 10)
+    rng.shuffle(y_train)
+    y_test = np.repeat(np.arange(10), 4)
+    x_train = (rng.integers(0, 128, size=(N_TRAIN, 32, 32, 3)) + (y_train * 12)[:, None, None, None]).astype(np.uint8)
+    x_test = (rng.integers(0, 128, size=(40, 32, 32, 3)) + (y_test * 12)[:, None, None, None]).astype(np.uint8)
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    labels = {"clean_label": y_train.copy()}
+    for key, rate in RATES.items():
+        labels[key] = corrupt(y_train, rate, 10, rng)
+    torch.save(labels, tmp_path / "CIFAR-10_human.pt")
+    return npz, labels
+
+
+def config(npz, **noise):
+    return Config.from_dict({
+        "seed": 2,
+        "data": {"dataset": "npz", "root": str(npz), "val_fraction": 0.0, "augment": False},
+        "noise": {"type": "cifar10n", **noise},
+        "model": {"name": "resnet8", "widths": [8, 8, 16]},
+        "loss": {"name": "elr", "lam": 3.0, "beta": 0.7},
+        "optim": {"lr": 0.05, "batch_size": 50, "epochs": 1, "schedule": "constant"},
+        "monitor": {"memorization": True},
+        "device": "cpu",
+    }).validate()
+
+
+@pytest.mark.parametrize("label_set", list(CIFAR10N_LABEL_SETS))
+def test_every_label_set_replaces_the_labels(cifar_like, label_set):
+    npz, labels = cifar_like
+    key = CIFAR10N_LABEL_SETS[label_set]
+    prepared = prepare_data(config(npz, label_set=label_set))
+    np.testing.assert_array_equal(prepared.noisy_labels, labels[key])
+    np.testing.assert_array_equal(prepared.true_labels, labels["clean_label"])
+    assert prepared.noise_summary["noise_rate"] == pytest.approx(RATES[key])
+    np.testing.assert_array_equal(prepared.data.train.labels.numpy(), labels[key])
+    np.testing.assert_array_equal(prepared.data.train.true_labels.numpy(), labels["clean_label"])
+
+
+def test_subset_and_validation_split_follow_the_file(cifar_like):
+    npz, labels = cifar_like
+    cfg = config(npz, label_set="worst")
+    cfg.data.train_size = 100
+    cfg.data.val_fraction = 0.2
+    prepared = prepare_data(cfg)
+    _, keep = stratified_split(labels["clean_label"], 100 / N_TRAIN, seed=derived_seeds(cfg.seed)["subset"])
+    np.testing.assert_array_equal(prepared.noisy_labels, labels["worse_label"][keep])
+    np.testing.assert_array_equal(prepared.true_labels, labels["clean_label"][keep])
+    val = prepared.val_indices
+    assert len(val) == 20 and len(prepared.data.train) == 80
+    np.testing.assert_array_equal(prepared.data.val.labels.numpy(), labels["worse_label"][keep][val])
+    train_idx = np.setdiff1d(np.arange(100), val)
+    np.testing.assert_array_equal(np.sort(prepared.data.train.labels.numpy()),
+                                  np.sort(labels["worse_label"][keep][train_idx]))
+    realised = float(np.mean(labels["worse_label"][keep] != labels["clean_label"][keep]))
+    assert prepared.noise_summary["noise_rate"] == pytest.approx(realised)
+
+
+def test_cifar100n_and_explicit_file(tmp_path):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 100, size=300)
+    noisy = corrupt(y, 0.4, 100, rng)
+    path = tmp_path / "elsewhere" / "c100.pt"
+    path.parent.mkdir()
+    torch.save({"clean_label": y, "noisy_label": noisy.astype(np.int32),
+                "clean_coarse_label": y // 5, "noisy_coarse_label": noisy // 5}, path)
+    got = read_cifar_n("cifar100n", label_set=None, true_labels=y, file=path)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, noisy)
+    with pytest.raises(ValueError, match="cifar10n only"):
+        read_cifar_n("cifar100n", label_set="worst", true_labels=y, file=path)
+
+
+def test_file_is_found_inside_or_next_to_root(tmp_path):
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    inside = tmp_path / "cifar-10-batches-py" / "CIFAR-10_human.pt"
+    beside = tmp_path / "CIFAR-10_human.pt"
+    beside.write_bytes(b"x")
+    assert find_label_file("cifar10n", None, tmp_path / "cifar-10-batches-py") == beside
+    inside.write_bytes(b"x")
+    assert find_label_file("cifar10n", None, tmp_path / "cifar-10-batches-py") == inside
+    with pytest.raises(FileNotFoundError, match=r"CIFAR-100_human.pt not found .*noise.file=PATH"):
+        find_label_file("cifar100n", None, tmp_path / "cifar-10-batches-py")
+    with pytest.raises(FileNotFoundError, match="noise.file=.*missing.pt: no such file"):
+        find_label_file("cifar10n", tmp_path / "missing.pt", tmp_path)
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "CIFAR-10_human.pt"
+    torch.save({"worse_label": Payload(marker)}, path)
+    with pytest.raises(pickle.UnpicklingError, match=r"CIFAR-10_human.pt: refusing to load.*system"):
+        load_label_file(path)
+    assert not marker.exists()
+    torch.save({"worse_label": np.arange(3.0)}, path)  # float arrays are not labels either
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+        load_label_file(path)
+
+
+def test_legacy_torch_format_loads(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"noisy_label": np.arange(5, dtype=np.int64)}, path, _use_new_zipfile_serialization=False)
+    np.testing.assert_array_equal(load_label_file(path)["noisy_label"], np.arange(5))
+
+
+def test_bad_files_give_clear_errors(tmp_path):
+    y = np.arange(20) % 10
+    path = tmp_path / "f.pt"
+
+    def save(**arrays):
+        torch.save(arrays, path)
+
+    save(clean_label=y, worse_label=y[:19])
+    with pytest.raises(ValueError, match="worse_label holds 19 labels but the training set has 20"):
+        read_cifar_n("cifar10n", label_set="worst", true_labels=y, file=path)
+    save(clean_label=y, worse_label=y + 1)
+    with pytest.raises(ValueError, match=r"worse_label must lie in \[0, 10\), found 1..10"):
+        read_cifar_n("cifar10n", label_set="worst", true_labels=y, file=path)
+    save(clean_label=np.roll(y, 1), worse_label=y)
+    with pytest.raises(ValueError, match=r"clean_label differs .*\(first at index 0: 9 vs 0, 20 in all\): wrong file"):
+        read_cifar_n("cifar10n", label_set="worst", true_labels=y, file=path)
+    save(noisy_label=y)
+    with pytest.raises(ValueError, match=r"no 'aggre_label' array \(keys found: noisy_label\)"):
+        read_cifar_n("cifar10n", label_set="aggregate", true_labels=y, file=path)
+    with pytest.raises(ValueError, match="label_set must be one of aggregate, random1"):
+        read_cifar_n("cifar10n", label_set="best", true_labels=y, file=path)
+    save(worse_label=y)  # no clean_label: only length and range are checked
+    np.testing.assert_array_equal(read_cifar_n("cifar10n", label_set="worst", true_labels=y, file=path), y)
+    torch.save([y], path)
+    with pytest.raises(ValueError, match="expected a dict of NumPy arrays"):
+        load_label_file(path)
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="not a readable torch .pt file"):
+        load_label_file(path)
+
+
+def test_config_rules(cifar_like):
+    npz, _ = cifar_like
+    with pytest.raises(ConfigError, match="noise.label_set must be one of aggregate, random1, random2, random3, worst"):
+        config(npz)
+    with pytest.raises(ConfigError, match="noise.rate has no meaning for noise.type=cifar10n"):
+        config(npz, label_set="worst", rate=0.4)
+    with pytest.raises(ConfigError, match="noise.label_set is read only with noise.type=cifar10n or cifar100n"):
+        Config.from_dict({"noise": {"type": "symmetric", "rate": 0.2, "label_set": "worst"}}).validate()
+    with pytest.raises(ConfigError, match="noise.file is read only with"):
+        Config.from_dict({"noise": {"type": "none", "file": "x.pt"}}).validate()
+    with pytest.raises(ConfigError, match="needs data.dataset=cifar100"):
+        Config.from_dict({"data": {"dataset": "cifar10", "root": "r"}, "noise": {"type": "cifar100n"}}).validate()
+    with pytest.raises(ConfigError, match="cifar100n has one label set"):
+        Config.from_dict({"data": {"dataset": "cifar100", "root": "r"},
+                          "noise": {"type": "cifar100n", "label_set": "worst"}}).validate()
+    with pytest.raises(ConfigError, match="valid keys: type, rate, exclude_true, seed, label_set, file"):
+        Config.from_dict({"noise": {"type": "cifar10n", "labelset": "worst"}})
+    ok = Config.load(None, ["data.dataset=cifar10", "data.root=r", "noise.type=cifar10n", "noise.label_set=worst"])
+    assert (ok.noise.type, ok.noise.label_set, ok.noise.file) == ("cifar10n", "worst", None)
+
+
+def test_wrong_class_count_is_refused(cifar_like):
+    npz, _ = cifar_like
+    cfg = config(npz, label_set="worst")
+    cfg.noise.type = "cifar100n"
+    cfg.noise.label_set = None
+    with pytest.raises(ConfigError, match="cifar100n needs a data set of 100 classes, got 10"):
+        prepare_data(cfg)
+
+
+def test_one_epoch_run_with_cifar10n(cifar_like, tmp_path):
+    npz, labels = cifar_like
+    out = tmp_path / "run"
+    summary = train(config(npz, label_set="worst"), out)
+    assert summary["noise"] == {"type": "cifar10n", "rate": 0.0, "realised_rate": pytest.approx(0.40),
+                                "label_set": "worst"}
+    assert summary["epochs"] == 1 and summary["train_examples"] == N_TRAIN
+    np.testing.assert_array_equal(np.load(out / "noisy_labels.npy"), labels["worse_label"])
+    noise_info = json.loads((out / "noise.json").read_text())
+    assert noise_info["type"] == "cifar10n" and noise_info["label_set"] == "worst"
+    assert noise_info["noise_rate"] == pytest.approx(0.40) and noise_info["num_noisy"] == 80
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    # the memorization monitor splits examples by the true CIFAR labels: 80 wrong, 120 clean
+    assert 0.0 <= record["mem_wrong_memorized"] <= 1.0 and 0.0 <= record["mem_clean_correct"] <= 1.0
+
+
+def test_truncated_file_is_not_readable(tmp_path):
+    path = tmp_path / "CIFAR-10_human.pt"
+    torch.save({"worse_label": np.arange(1000)}, path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ValueError, match="CIFAR-10_human.pt: not a readable torch .pt file"):
+        load_label_file(path)
+
+
+def test_report_names_the_label_set(cifar_like, tmp_path):
+    from elr.experiments import build_report, noise_column
+
+    npz, _ = cifar_like
+    for label_set in ("worst", "aggregate"):
+        train(config(npz, label_set=label_set), tmp_path / label_set)
+    report = build_report([tmp_path / "worst", tmp_path / "aggregate"])
+    header = next(line for line in report.markdown().splitlines() if line.startswith("| method"))
+    assert header == "| method | cifar10n aggregate | cifar10n worst |"
+    assert noise_column("symmetric", 0.4) == "sym 40%" and noise_column("cifar10n", 0.0) == "cifar10n"
