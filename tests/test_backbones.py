@@ -166,3 +166,27 @@ def test_config_accepts_pretrained_and_new_models():
     assert cfg.model.params == {"pretrained": "/weights/resnet50.pth"}
     with pytest.raises(ConfigError, match="valid keys: name, in_channels, pretrained"):
         Config.load(None, ["model.name=resnet50", "model.weights=x"])
+
+
+def test_pretrained_file_is_read_at_start_only(tmp_path):
+    """Training loads the file; resume and eval rebuild from the checkpoint without it."""
+    from elr.checkpoint import load_checkpoint
+    from elr.config import Config
+    from elr.runs import evaluate_run, resume, train
+
+    torch.manual_seed(123)
+    start = create_model("mlp", 10, in_features=64, hidden=[16])
+    weights = tmp_path / "mlp.pt"
+    torch.save(start.state_dict(), weights)
+    config = Config.from_dict({"data": {"dataset": "digits"}, "noise": {"type": "none"},
+                               "model": {"name": "mlp", "hidden": [16], "pretrained": str(weights)},
+                               "loss": {"name": "ce"}, "optim": {"epochs": 1, "lr": 1e-9, "weight_decay": 0.0},
+                               "monitor": {"memorization": False}, "device": "cpu"}).validate()
+    out = tmp_path / "run"
+    summary = train(config, out)
+    trained = load_checkpoint(out / "checkpoint.pt")["method"]["model"]
+    for key, value in start.state_dict().items():  # lr 1e-9: the weights are still the file's
+        torch.testing.assert_close(trained[key], value, rtol=0, atol=1e-6)
+    weights.unlink()
+    assert resume(out)["last"] == summary["last"]
+    assert evaluate_run(out)["test_acc"] == pytest.approx(summary["last"]["test_acc"])

@@ -169,8 +169,11 @@ def resolve_loss_params(config: Config, num_classes: int, transition: np.ndarray
 
 
 def build_method(config: Config, prepared: PreparedData, runtime: Runtime,
-                 transition: np.ndarray | None = None) -> Standard | ELRPlus:
+                 transition: np.ndarray | None = None, *, from_checkpoint: bool = False) -> Standard | ELRPlus:
     """Create the model(s) and loss(es) named in the config; shapes come from the data.
+
+    ``from_checkpoint``: the weights will be loaded from a checkpoint next, so ``model.pretrained``
+    is not read (a resumed or evaluated run does not need the pretrained file any more).
 
     ``method: elr_plus`` builds :class:`~elr.elr_plus.ELRPlus`. Its first network gets the same
     initial weights as ``method: standard`` (seed ``train``), so one network without weight
@@ -179,6 +182,8 @@ def build_method(config: Config, prepared: PreparedData, runtime: Runtime,
     """
     num_classes = prepared.data.num_classes
     model_kwargs = dict(config.model.params)
+    if from_checkpoint:
+        model_kwargs.pop("pretrained", None)
     accepted = model_params(config.model.name)
     shape = prepared.data.train.sample_shape  # one example as batches yield it
     if "in_channels" in accepted and len(shape) == 3:
@@ -261,7 +266,7 @@ def resume(run_dir: str | Path, *, progress: Progress | None = None, device: str
     prepared = prepare_data(config, runtime.device)
     if not np.array_equal(state["noisy_labels"].numpy(), prepared.noisy_labels):
         raise ValueError(f"{run_dir}: the data or noise no longer reproduce the run's noisy labels; refusing to resume")
-    method = build_method(config, prepared, runtime, _saved_transition(config, run_dir))
+    method = build_method(config, prepared, runtime, _saved_transition(config, run_dir), from_checkpoint=True)
     engine = _engine(config, prepared, method, run_dir, progress)
     engine.load_state_dict(state)
     return _finish(config, prepared, engine, run_dir)
@@ -281,7 +286,7 @@ def evaluate_run(run_dir: str | Path, *, device: str | None = None) -> dict[str,
     state = load_checkpoint(run_dir / CHECKPOINT)
     runtime = resolve_runtime(config, device)
     prepared = prepare_data(config, runtime.device)
-    method = build_method(config, prepared, runtime, _saved_transition(config, run_dir))
+    method = build_method(config, prepared, runtime, _saved_transition(config, run_dir), from_checkpoint=True)
     method.load_state_dict(state["method"])
     method.eval()
     result = {"epoch": int(state["epoch"])}

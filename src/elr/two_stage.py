@@ -108,7 +108,7 @@ def estimate_in_run_dir(config: Config, run_dir: Path, *, progress: Any = None, 
 
     runtime = resolve_runtime(ce, device)
     prepared = prepare_data(ce, runtime.device)
-    method = build_method(ce, prepared, runtime)
+    method = build_method(ce, prepared, runtime, from_checkpoint=True)
     method.load_state_dict(load_checkpoint(stage_dir / CHECKPOINT)["method"])
     method.eval()
     probs = torch.softmax(predict_all(method, prepared.data.train, ce.eval_batch_size).float(), dim=1)
