@@ -238,3 +238,25 @@ def test_cli_one_line_errors_for_broken_yaml_and_checkpoint(tmp_path, capsys):
     assert main(["train", "--resume", str(out)]) == 2
     err = capsys.readouterr().err
     assert "cannot be read as a checkpoint" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bars_on_a_terminal_lines_otherwise(tty):
+    import io
+
+    from elr.cli import TerminalProgress
+
+    class Stream(io.StringIO):
+        def isatty(self):
+            return tty
+
+    stream = Stream()
+    progress = TerminalProgress("ce", stream=stream)
+    for epoch in (2, 3):  # a resumed run: its bar starts at epoch 1 of 3 done
+        progress.epoch_start(epoch, 3, 4)
+        for _ in range(4):
+            progress.batch_end()
+        progress.epoch_end({"epoch": epoch, "train_loss": 0.5, "test_acc": 0.9, "seconds": 1.0})
+    out = stream.getvalue()
+    assert out.count("ce epoch   3/3  loss 0.5000  test 90.00%") == 1
+    assert ("ce epochs: 100%" in out) == tty and ("batch/s" in out) == tty

@@ -15,20 +15,27 @@ EXIT_USAGE = 2
 
 
 class TerminalProgress:
-    """Bars on a terminal (tqdm); one concise line per epoch otherwise."""
+    """Bars on a terminal (tqdm): one for the run's epochs, one for the batches of the current epoch.
+
+    Otherwise (a log file, CI) one concise line per epoch.
+    """
 
     def __init__(self, label: str = "", stream=None) -> None:
         self.label = f"{label} " if label else ""
         self.stream = stream or sys.stderr
         self.bars = self.stream.isatty()
         self._bar = None
+        self._epoch_bar = None
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
         if self.bars:
             from tqdm import tqdm
 
+            if self._epoch_bar is None:  # first epoch of this session (may be a resumed one)
+                self._epoch_bar = tqdm(total=epochs, initial=epoch - 1, desc=f"{self.label}epochs", position=0,
+                                       file=self.stream, unit="epoch")
             self._bar = tqdm(total=batches, desc=f"{self.label}epoch {epoch}/{epochs}", leave=False,
-                             file=self.stream, unit="batch")
+                             position=1, file=self.stream, unit="batch")
         self._epochs = epochs
 
     def batch_end(self) -> None:
@@ -46,7 +53,15 @@ class TerminalProgress:
         if record.get("mem_wrong_memorized") is not None:
             parts.append(f"memorized {100 * record['mem_wrong_memorized']:.1f}%")
         parts.append(f"{record['seconds']:.1f}s")
-        print("  ".join(parts), file=self.stream, flush=True)
+        line = "  ".join(parts)
+        if self._epoch_bar is not None:
+            self._epoch_bar.update()
+            self._epoch_bar.write(line, file=self.stream)  # above the bars, which stay at the bottom
+            if record["epoch"] >= self._epochs:
+                self._epoch_bar.close()
+                self._epoch_bar = None
+        else:
+            print(line, file=self.stream, flush=True)
 
 
 def _default_out(config_path: str | None) -> Path:
