@@ -84,6 +84,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import Config
+    from .distributed import is_main_process
     from .runs import resume, train
 
     if args.resume:
@@ -96,8 +97,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError("give --config FILE (see configs/) or --resume RUN_DIR")
         config = Config.load(args.config, args.overrides)
         out = Path(args.out) if args.out else _default_out(args.config)
-        print(f"run directory: {out}", file=sys.stderr)
+        if is_main_process():
+            print(f"run directory: {out}", file=sys.stderr)
         summary = train(config, out, progress=TerminalProgress(), device=args.device)
+    if not is_main_process():  # under torchrun rank 0 reports; the library already keeps the others quiet
+        return 0
     _print_summary(summary)
     print(f"wrote {out}")
     if not summary.get("plots"):

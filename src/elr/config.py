@@ -126,6 +126,7 @@ class Config:
     amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
     channels_last: str = "auto"  # auto (on for CUDA) | on | off
     compile: bool = False  # torch.compile the model(s)
+    sync_batchnorm: bool = False  # under torchrun: SyncBatchNorm (statistics over the global batch; CUDA only)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod

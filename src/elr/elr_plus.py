@@ -203,7 +203,7 @@ class ELRPlus:
         if self.weight_averaging:
             for model in self.models:
                 ema = copy.deepcopy(model).requires_grad_(False).eval()  # starts equal to its network
-                kept, forward = runtime.prepare_model(ema)
+                kept, forward = runtime.prepare_model(ema, trainable=False)
                 self.emas.append(kept)
                 self._ema_forwards.append(forward)
         self.generator = torch.Generator().manual_seed(int(seed))  # mixup draws only
@@ -351,6 +351,13 @@ class ELRPlus:
     @torch.no_grad()
     def _update_emas(self) -> None:
         weight = 1.0 - self.ema_decay_at(self.step)  # ema <- decay * ema + (1 - decay) * live
+        if self.runtime.distributed:
+            # each rank's BatchNorm statistics saw only its slice: take rank 0's (as DDP's next
+            # forward would use them) so the EMA copies stay identical on every rank
+            from .distributed import broadcast_buffers
+
+            for model in self.models:
+                broadcast_buffers(model)
         for model, ema in zip(self.models, self.emas):
             torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), weight)
             pairs = list(zip(ema.buffers(), model.buffers()))

@@ -105,6 +105,11 @@ class Engine:
     checkpoint_meta : dict, optional
         Extra checkpoint-safe values stored in every checkpoint (config, noisy labels).
     progress : Progress, optional
+    distributed : elr.distributed.Distributed, optional
+        Set under torchrun: each rank trains on its shard of every global batch of
+        ``optim.batch_size`` and the training loss and accuracy are summed over the ranks.
+        Evaluation runs the whole test set on every rank (the models are identical), so each
+        example is counted once and no reduction is needed. Give ``run_dir`` on rank 0 only.
     """
 
     def __init__(
@@ -119,8 +124,10 @@ class Engine:
         run_dir: Path | None = None,
         checkpoint_meta: dict[str, Any] | None = None,
         progress: Progress | None = None,
+        distributed: Any = None,
     ) -> None:
         self.method = method
+        self.distributed = distributed
         self.data = data
         self.optim = optim
         self.monitor = monitor
@@ -184,7 +191,9 @@ class Engine:
         loss_sum = torch.zeros((), device=train.device)
         correct = torch.zeros((), dtype=torch.long, device=train.device)
         seen = 0  # examples trained on: a file data set may draw a class-balanced part, or skip a bad file
-        for b, (x, y, index) in enumerate(train.batches(optim.batch_size, shuffle=True, generator=self.generator)):
+        shard = {} if self.distributed is None else {"shard": self.distributed.shard}
+        for b, (x, y, index) in enumerate(train.batches(optim.batch_size, shuffle=True, generator=self.generator,
+                                                        **shard)):
             self.method.set_lr(learning_rate(optim, epoch + b / batches))
             loss, hits = self.method.train_step(x, y, index)
             loss_sum += loss.float() * y.shape[0]  # accumulated on the device: no sync per batch
@@ -192,6 +201,11 @@ class Engine:
             seen += y.shape[0]
             if self.progress is not None:
                 self.progress.batch_end()
+        if self.distributed is not None:  # one reduction per epoch; padding repeats count twice
+            totals = self.distributed.all_reduce_sum(
+                torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), device=train.device,
+                                                                                dtype=torch.float64)]))
+            loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
         train_loss = float(loss_sum) / max(seen, 1)
         if not math.isfinite(train_loss):
             raise DivergedError(f"training loss became {train_loss} in epoch {epoch + 1}; lower optim.lr")

@@ -111,6 +111,9 @@ class ELRLoss(nn.Module):
         Registered buffer in ``target_dtype``: saved in ``state_dict()`` and moved by ``.to(device)``.
         Starts at zero. With ``topk`` the buffers are ``target_values`` (num_examples, k) and
         ``target_indices`` (int32). :meth:`target_rows` reads either as dense float32 rows.
+    target_sync : callable or None
+        None in one process. Under torchrun it is an :class:`elr.distributed.TargetSync`: ``forward``
+        passes ``(index, probs)`` through it (all ranks' rows, de-duplicated) before :meth:`update_targets`.
     """
 
     def __init__(
@@ -154,6 +157,9 @@ class ELRLoss(nn.Module):
             self.register_buffer("target_values", torch.zeros(num_examples, target_k, dtype=dtype))
             first_k = torch.arange(target_k, dtype=torch.int32).expand(num_examples, target_k)
             self.register_buffer("target_indices", first_k.contiguous())
+        # None in one process; a distributed run sets elr.distributed.TargetSync, which turns this
+        # rank's (index, probs) into all ranks' (de-duplicated) before the update
+        self.target_sync = None
 
     @property
     def target_bytes_per_example(self) -> int:
@@ -251,7 +257,11 @@ class ELRLoss(nn.Module):
                 raise ValueError("mixup needs target_probs: the probabilities of the un-mixed batch")
         logits = _compute_precision(logits)  # autocast may hand us bf16; the log terms want float32
         probs = F.softmax(logits, dim=1).clamp(self.eps, 1.0 - self.eps)
-        self.update_targets(index, probs if target_probs is None else target_probs)
+        source = probs if target_probs is None else target_probs
+        if self.target_sync is None:
+            self.update_targets(index, source)
+        else:
+            self.update_targets(*self.target_sync(index, source))
         if mixup is None:
             ce = F.cross_entropy(logits, labels.long(), reduction="none")
             reg = self.regularizer(probs, self.target_rows(index))

@@ -20,6 +20,8 @@ class Runtime:
     amp_dtype: torch.dtype | None = None  # bf16 autocast when set
     channels_last: bool = False
     compile: bool = False
+    distributed: bool = False  # wrap trainable models in DistributedDataParallel (set under torchrun)
+    sync_batchnorm: bool = False  # distributed only: BatchNorm statistics over the global batch (CUDA)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -31,12 +33,27 @@ class Runtime:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def prepare_model(self, model: nn.Module) -> tuple[nn.Module, nn.Module]:
-        """Move ``model`` to the device; return (module to keep for state_dict, module to call)."""
+    def prepare_model(self, model: nn.Module, *, trainable: bool = True) -> tuple[nn.Module, nn.Module]:
+        """Move ``model`` to the device; return (module to keep for state_dict, module to call).
+
+        In a distributed run a ``trainable`` model is called through DistributedDataParallel (which
+        averages its gradients over the ranks); the kept module stays unwrapped, so checkpoints
+        have the same keys as in one process. EMA copies pass ``trainable=False``.
+        """
+        if self.distributed and trainable and self.sync_batchnorm:
+            if self.device.type != "cuda":
+                raise ValueError("sync_batchnorm needs CUDA devices (torch's SyncBatchNorm runs on GPUs only); "
+                                 "set sync_batchnorm: false on CPU")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        return model, (torch.compile(model) if self.compile else model)
+        forward = model
+        if self.distributed and trainable:
+            from torch.nn.parallel import DistributedDataParallel
+
+            forward = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return model, (torch.compile(forward) if self.compile else forward)
 
 
 def make_sgd(model: nn.Module, optim: OptimConfig) -> torch.optim.SGD:

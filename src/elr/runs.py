@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import __version__, noise
+from .distributed import Distributed, attach_target_sync, init_from_env
 from .checkpoint import atomic_write_text, load_checkpoint
 from .config import FILE_DATASETS, Config, ConfigError
 from .data import InMemoryDataset, read_dataset, stratified_split
@@ -59,17 +60,26 @@ def derived_seeds(seed: int) -> dict[str, int]:
     return {name: int(w) for name, w in zip(names, words)}
 
 
-def resolve_runtime(config: Config, device: str | None = None) -> Runtime:
-    """Pick the device (CUDA when present for ``auto``) and the numeric settings that go with it."""
+def resolve_runtime(config: Config, device: str | None = None, distributed: Distributed | None = None) -> Runtime:
+    """Pick the device (CUDA when present for ``auto``) and the numeric settings that go with it.
+
+    In a distributed run each rank takes ``cuda:LOCAL_RANK`` (whatever CUDA index was named) and
+    the models are wrapped in DistributedDataParallel.
+    """
     name = device or config.device
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if distributed is not None and name.startswith("cuda"):
+        name = f"cuda:{distributed.local_rank}"
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} was asked for but CUDA is not available; use device=cpu")
     on_cuda = dev.type == "cuda"
     amp = config.amp == "bf16" or (config.amp == "auto" and on_cuda)
     channels_last = config.channels_last == "on" or (config.channels_last == "auto" and on_cuda)
+    if distributed is not None:
+        return Runtime(dev, torch.bfloat16 if amp else None, channels_last, config.compile,
+                       distributed=True, sync_batchnorm=config.sync_batchnorm)
     return Runtime(dev, torch.bfloat16 if amp else None, channels_last, config.compile)
 
 
@@ -232,16 +242,42 @@ def train(
     progress: Progress | None = None,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Train a new run into ``out_dir`` (created; must not hold a run yet). Returns the summary."""
+    """Train a new run into ``out_dir`` (created; must not hold a run yet). Returns the summary.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this; they train data-parallel and rank 0
+    alone writes ``out_dir`` (see :mod:`elr.distributed`).
+    """
     config.validate()
-    run_dir = Path(out_dir)
+    distributed = _join_process_group(config, device)
+    try:
+        return _train(config, Path(out_dir), progress, device, distributed)
+    finally:
+        if distributed is not None:
+            distributed.close()
+
+
+def _train(config: Config, run_dir: Path, progress: Progress | None, device: str | None,
+           distributed: Distributed | None) -> dict[str, Any]:
     if (run_dir / CHECKPOINT).exists() or (run_dir / CONFIG_FILE).exists():
         raise FileExistsError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
-    runtime = resolve_runtime(config, device)
+    main = distributed is None or distributed.is_main
+    if distributed is not None:
+        distributed.barrier()  # every rank has looked before rank 0 creates the run's files
+    runtime = resolve_runtime(config, device, distributed)
     prepared = prepare_data(config, runtime.device)  # before creating the directory: bad data leaves nothing behind
     transition = None
     if estimates_transition(config):  # stage 1 before the run's own files: a kill here leaves it unstarted
         transition = estimate_in_run_dir(config, run_dir, progress=progress, device=device)
+    if main:
+        _write_run_files(config, prepared, run_dir)
+    method = build_method(config, prepared, runtime, transition)
+    if distributed is not None:
+        attach_target_sync(method)
+    engine = _engine(config, prepared, method, run_dir, progress, distributed)
+    return _finish(config, prepared, engine, run_dir, main)
+
+
+def _write_run_files(config: Config, prepared: PreparedData, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     header = f"# elr {__version__}, torch {torch.__version__}, numpy {np.__version__}\n"
     atomic_write_text(run_dir / CONFIG_FILE, header + config.to_yaml())
@@ -251,25 +287,47 @@ def train(
                   "val_indices": prepared.val_indices.tolist()}
     atomic_write_text(run_dir / NOISE_FILE, json.dumps(noise_info) + "\n")
     write_classes(run_dir, prepared.class_names, prepared.label_to_index)
-    method = build_method(config, prepared, runtime, transition)
-    engine = _engine(config, prepared, method, run_dir, progress)
-    return _finish(config, prepared, engine, run_dir)
 
 
 def resume(run_dir: str | Path, *, progress: Progress | None = None, device: str | None = None) -> dict[str, Any]:
-    """Continue the run in ``run_dir`` from its last checkpoint; results equal an uninterrupted run."""
+    """Continue the run in ``run_dir`` from its last checkpoint; results equal an uninterrupted run.
+
+    A distributed run resumes under torchrun with the same number of processes; another number is
+    refused (the shards, and so the batches, depend on it).
+    """
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
+    distributed = _join_process_group(config, device)
+    try:
+        return _resume(config, run_dir, progress, device, distributed)
+    finally:
+        if distributed is not None:
+            distributed.close()
+
+
+def _resume(config: Config, run_dir: Path, progress: Progress | None, device: str | None,
+            distributed: Distributed | None) -> dict[str, Any]:
     state = load_checkpoint(run_dir / CHECKPOINT)
     _check_same_config(config, state["config"], run_dir)
-    runtime = resolve_runtime(config, device)
+    saved_world = int(state.get("world_size", 1))
+    world = 1 if distributed is None else distributed.world_size
+    if saved_world != world:
+        raise ValueError(
+            f"{run_dir} was trained by {saved_world} process(es) and this resume has {world}: the data shards "
+            f"depend on the number of processes; resume with torchrun --nproc_per_node (x --nnodes) = {saved_world}"
+            if saved_world > 1 else
+            f"{run_dir} was trained in one process; resume it with plain `elr train --resume` (not torchrun)"
+        )
+    runtime = resolve_runtime(config, device, distributed)
     prepared = prepare_data(config, runtime.device)
     if not np.array_equal(state["noisy_labels"].numpy(), prepared.noisy_labels):
         raise ValueError(f"{run_dir}: the data or noise no longer reproduce the run's noisy labels; refusing to resume")
     method = build_method(config, prepared, runtime, _saved_transition(config, run_dir), from_checkpoint=True)
-    engine = _engine(config, prepared, method, run_dir, progress)
+    if distributed is not None:
+        attach_target_sync(method)
+    engine = _engine(config, prepared, method, run_dir, progress, distributed)
     engine.load_state_dict(state)
-    return _finish(config, prepared, engine, run_dir)
+    return _finish(config, prepared, engine, run_dir, distributed is None or distributed.is_main)
 
 
 def load_run_config(run_dir: str | Path) -> Config:
@@ -304,10 +362,39 @@ def _saved_transition(config: Config, run_dir: Path) -> np.ndarray | None:
 
 
 def _engine(config: Config, prepared: PreparedData, method: Standard | ELRPlus, run_dir: Path,
-            progress: Progress | None) -> Engine:
+            progress: Progress | None, distributed: Distributed | None = None) -> Engine:
+    if distributed is not None:  # rank 0 alone writes checkpoints and metrics and shows progress
+        main = distributed.is_main
+        return Engine(method, prepared.data, optim=config.optim, monitor=config.monitor,
+                      eval_batch_size=config.eval_batch_size, seed=derived_seeds(config.seed)["train"],
+                      run_dir=run_dir if main else None, progress=progress if main else None,
+                      checkpoint_meta={**_meta(config, prepared), "world_size": distributed.world_size},
+                      distributed=distributed)
     return Engine(method, prepared.data, optim=config.optim, monitor=config.monitor,
                   eval_batch_size=config.eval_batch_size, seed=derived_seeds(config.seed)["train"],
                   run_dir=run_dir, checkpoint_meta=_meta(config, prepared), progress=progress)
+
+
+def _join_process_group(config: Config, device: str | None) -> Distributed | None:
+    """The process group under torchrun (None in one process), after checking the config suits it."""
+    name = device or config.device
+    distributed = init_from_env(cuda=name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()))
+    if distributed is None:
+        return None
+    world, batch = distributed.world_size, config.optim.batch_size
+    problem = None
+    if batch % world:
+        problem = (f"optim.batch_size={batch} is the global batch and must be divisible by the number of "
+                   f"processes ({world}): each rank trains on batch_size / {world} examples a step")
+    elif estimates_transition(config):
+        problem = "loss.transition=estimate (two-stage forward) is not supported under torchrun; run it in one process"
+    elif config.data.dataset in FILE_DATASETS and config.data.decode_errors == "skip":
+        problem = ("data.decode_errors=skip is not supported under torchrun (a skipped batch would leave the "
+                   "ranks out of step); clean the file list or use decode_errors=raise")
+    if problem is not None:
+        distributed.close()
+        raise ConfigError(problem)
+    return distributed
 
 
 def _check_same_config(config: Config, saved: dict[str, Any], run_dir: Path) -> None:
@@ -325,13 +412,15 @@ def _check_same_config(config: Config, saved: dict[str, Any], run_dir: Path) -> 
         )
 
 
-def _finish(config: Config, prepared: PreparedData, engine: Engine, run_dir: Path) -> dict[str, Any]:
+def _finish(config: Config, prepared: PreparedData, engine: Engine, run_dir: Path, main: bool = True) -> dict[str, Any]:
     start = time.perf_counter()
     history = engine.fit()
     summary = summarize(history, config, prepared)
     if estimates_transition(config):
         summary["transition_estimate"] = _estimate_report(config, prepared, load_transition(run_dir))
     summary["train_seconds_this_session"] = time.perf_counter() - start
+    if not main:  # another rank of a distributed run: rank 0 writes the summary and plots
+        return {**summary, "plots": []}
     atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
     summary["plots"] = _plot(run_dir, history, config)
     return summary

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .augment import _check_generator, random_crop_flip
+from .augment import _check_generator, apply_crop_flip, draw_crop_flip, random_crop_flip
 from .readers import RawData
 
 __all__ = ["InMemoryDataset", "from_raw"]
@@ -342,6 +342,7 @@ class InMemoryDataset:
         generator: torch.Generator | None = None,
         drop_last: bool = False,
         train: bool | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """Iterate over one epoch in batches, on the dataset's device.
 
@@ -360,6 +361,11 @@ class InMemoryDataset:
         train : bool, optional
             Whether batches are for training (augmented if the dataset has ``augment=True``).
             Defaults to ``shuffle``.
+        shard : (rank, world_size), optional
+            Distributed training: ``batch_size`` is the global batch; this rank gets its slice of
+            each global batch (:func:`elr.distributed.shard_positions`, ``ceil(m / world_size)``
+            examples, padded by repeats). The permutation and the augmentation draws are those of
+            the global batch, so the generator advances as in one process.
 
         Yields
         ------
@@ -385,7 +391,27 @@ class InMemoryDataset:
             order = torch.randperm(n, generator=generator).to(self.device)
         else:
             order = torch.arange(n, device=self.device)
+        if shard is not None:
+            return self._iterate_shard(order, batch_size, drop_last, augmenting, generator, shard)
         return self._iterate(order, batch_size, drop_last, augmenting, generator)
+
+    def _iterate_shard(self, order: Tensor, batch_size: int, drop_last: bool, augmenting: bool,
+                       generator: torch.Generator | None, shard: tuple[int, int]) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        from ..distributed import shard_positions
+
+        rank, world = shard
+        n = len(order)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            batch = order[start : start + batch_size]
+            mine = shard_positions(len(batch), rank, world)
+            index = batch[mine.to(batch.device)]
+            x = self._inputs.index_select(0, index)
+            if augmenting:
+                # draw for the whole global batch (every rank draws the same), apply this rank's part
+                top, left, flips = draw_crop_flip(len(batch), padding=self._padding, generator=generator)
+                x = apply_crop_flip(x, top[mine], left[mine], flips[mine], padding=self._padding)
+            yield self._prepare(x), self._labels.index_select(0, index), index
 
     def _iterate(self, order: Tensor, batch_size: int, drop_last: bool, augmenting: bool,
                  generator: torch.Generator | None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:

@@ -234,13 +234,16 @@ class FileDataset:
         return picked[torch.randperm(len(picked), generator=generator).numpy()]
 
     def batches(self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
-                drop_last: bool = False, train: bool | None = None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+                drop_last: bool = False, train: bool | None = None,
+                shard: tuple[int, int] | None = None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """Iterate over one epoch: ``(x, y, index)`` on the device, as :meth:`InMemoryDataset.batches`.
 
         ``x`` is float32 (B, 3, crop, crop), normalised; ``index`` are positions in this data set.
         With ``decode_errors: skip`` a batch may be shorter than ``batch_size`` (an empty one is
         not yielded). ``shuffle`` draws the epoch (class-balanced with ``epoch_examples``) from
         ``generator``; ``train`` (default ``shuffle``) applies the training crop and flip.
+        ``shard=(rank, world_size)``: ``batch_size`` is the global batch and this rank decodes its
+        slice of each (as :meth:`InMemoryDataset.batches`); crops depend on the epoch position only.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -256,6 +259,10 @@ class FileDataset:
         epoch_seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if augmenting else None
         stop = len(index) - len(index) % batch_size if drop_last else len(index)
         plan = [list(range(s, min(s + batch_size, stop))) for s in range(0, stop, batch_size)]
+        if shard is not None:
+            from ..distributed import shard_positions
+
+            plan = [[part[p] for p in shard_positions(len(part), *shard).tolist()] for part in plan]
         return self._iterate(_Decode(self.images, self.transform, index, epoch_seed), plan)
 
     def _iterate(self, decode: _Decode, plan: list[list[int]]) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
