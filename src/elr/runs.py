@@ -250,7 +250,12 @@ def train(
     config.validate()
     distributed = _join_process_group(config, device)
     try:
-        return _train(config, Path(out_dir), progress, device, distributed)
+        result = _train(config, Path(out_dir), progress, device, distributed)
+        if distributed is not None:
+            # rank 0 still writes the summary and plots: a rank that tore down its connections
+            # first made gloo abort ("terminate called without an active exception")
+            distributed.barrier()
+        return result
     finally:
         if distributed is not None:
             distributed.close()
@@ -299,7 +304,12 @@ def resume(run_dir: str | Path, *, progress: Progress | None = None, device: str
     config = load_run_config(run_dir)
     distributed = _join_process_group(config, device)
     try:
-        return _resume(config, run_dir, progress, device, distributed)
+        result = _resume(config, run_dir, progress, device, distributed)
+        if distributed is not None:
+            # rank 0 still writes the summary and plots: a rank that tore down its connections
+            # first made gloo abort ("terminate called without an active exception")
+            distributed.barrier()
+        return result
     finally:
         if distributed is not None:
             distributed.close()
