@@ -84,9 +84,9 @@ def main() -> None:
     runtime = resolve_runtime(config)
     prepared = prepare_data(config, runtime.device)
     method = Labelled(build_method(config, prepared, runtime))
-    labelled_batches(prepared.data.train)
     engine = Engine(method, prepared.data, optim=config.optim, monitor=config.monitor,
                     eval_batch_size=config.eval_batch_size, seed=derived_seeds(0)["train"])
+    labelled_batches(prepared.data.train)  # after the engine took its monitor subset (a copy would inherit it)
     original_evaluate = engine._evaluate
 
     def evaluate():
