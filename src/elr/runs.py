@@ -8,6 +8,7 @@ import json
 import logging
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,8 +250,13 @@ def train(
     """
     config.validate()
     distributed = _join_process_group(config, device)
+    return _in_process_group(distributed, lambda: _train(config, Path(out_dir), progress, device, distributed))
+
+
+def _in_process_group(distributed: Distributed | None, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``work``; in a distributed run wait for every rank at the end, then leave the group."""
     try:
-        result = _train(config, Path(out_dir), progress, device, distributed)
+        result = work()
         if distributed is not None:
             # rank 0 still writes the summary and plots: a rank that tore down its connections
             # first made gloo abort ("terminate called without an active exception")
@@ -303,16 +309,7 @@ def resume(run_dir: str | Path, *, progress: Progress | None = None, device: str
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     distributed = _join_process_group(config, device)
-    try:
-        result = _resume(config, run_dir, progress, device, distributed)
-        if distributed is not None:
-            # rank 0 still writes the summary and plots: a rank that tore down its connections
-            # first made gloo abort ("terminate called without an active exception")
-            distributed.barrier()
-        return result
-    finally:
-        if distributed is not None:
-            distributed.close()
+    return _in_process_group(distributed, lambda: _resume(config, run_dir, progress, device, distributed))
 
 
 def _resume(config: Config, run_dir: Path, progress: Progress | None, device: str | None,
