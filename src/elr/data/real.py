@@ -53,6 +53,14 @@ def _label_map(file: Path, num_classes: int) -> dict[str, int]:
     return out
 
 
+def _checked_list(root: Path, paths: list[str], ys: list[int], file: Path, lines: list[int]) -> ImageList:
+    """The list read from ``file`` (with its line numbers for errors), every image checked to exist."""
+    images = ImageList(str(root), _encode(paths), np.asarray(ys, dtype=np.int64), None, str(file),
+                       np.asarray(lines, dtype=np.int64))
+    check_files_exist(images)
+    return images
+
+
 def _keyed_list(root: Path, key_file: Path, labels: dict[str, int], label_file: Path) -> ImageList:
     keys, ys, lines = [], [], []
     for line, key in _lines(key_file):
@@ -63,10 +71,7 @@ def _keyed_list(root: Path, key_file: Path, labels: dict[str, int], label_file: 
         lines.append(line)
     if not keys:
         raise ValueError(f"{key_file} lists no images")
-    images = ImageList(str(root), _encode(keys), np.asarray(ys, dtype=np.int64), None, str(key_file),
-                       np.asarray(lines, dtype=np.int64))
-    check_files_exist(images)
-    return images
+    return _checked_list(root, keys, ys, key_file, lines)
 
 
 def read_clothing1m(root: str | Path) -> ImageSets:
@@ -107,10 +112,7 @@ def _filelist(file: Path, image_root: Path, num_classes: int, keep: int) -> Imag
             lines.append(line)
     if not paths:
         raise ValueError(f"{file} lists no images of the first {keep} classes")
-    images = ImageList(str(image_root), _encode(paths), np.asarray(ys, dtype=np.int64), None, str(file),
-                       np.asarray(lines, dtype=np.int64))
-    check_files_exist(images)
-    return images
+    return _checked_list(image_root, paths, ys, file, lines)
 
 
 def _imagenet_val(folder: Path, synsets: list[str]) -> ImageList:
