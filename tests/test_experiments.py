@@ -196,6 +196,27 @@ def test_run_killed_before_first_checkpoint_restarts_and_changed_config_conflict
         run_sweep(changed, out)
 
 
+def test_only_trains_the_matching_runs_and_rejects_a_pattern_matching_none(tmp_path, capsys):
+    sweep = Sweep.from_dict(TINY)
+    out = tmp_path / "out"
+    # a conflicting directory of a run that is not selected does not stop the selected ones
+    (out / "CE/seed-0").mkdir(parents=True)
+    (out / "CE/seed-0/config.yaml").write_text(Sweep.from_dict(TINY, overrides=["optim.lr=0.01"]).expand()[0]
+                                               .config.to_yaml())
+    assert [r.name for r in plan_sweep(sweep, out, only=["ELR/*", "*/seed-1"]).runs] == [
+        "CE/seed-1", "ELR/seed-0", "ELR/seed-1"]  # the sweep's order, each run once
+    assert run_sweep(sweep, out, only=["ELR/seed-1"]).results() == {"ELR/seed-1": "trained"}
+    assert not (out / "ELR/seed-0").exists() and not (out / "CE/seed-1").exists()
+    with pytest.raises(SweepError, match=r"--only 'elr/\*' matches no run of the sweep \(its runs: CE/seed-0"):
+        plan_sweep(sweep, out, only=["ELR/*", "elr/*"])  # case-sensitive, like the run directories
+    path = write_sweep(tmp_path / "tiny.yaml", TINY)
+    assert main(["sweep", str(path), "--out", str(out), "--dry-run", "--only", "ELR/*"]) == 0
+    listed = capsys.readouterr().out
+    assert "done      ELR/seed-1" in listed and "new       ELR/seed-0" in listed and "CE/" not in listed
+    assert main(["sweep", str(path), "--out", str(out), "--only", "SCE/*"]) == 2
+    assert "matches no run" in capsys.readouterr().err
+
+
 def test_parallel_jobs(tmp_path):
     sweep = Sweep.from_dict({**TINY, "methods": {"CE": {"loss": {"name": "ce"}}}})
     result = run_sweep(sweep, tmp_path / "out", jobs=2)

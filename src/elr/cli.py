@@ -206,7 +206,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     sweep = Sweep.load(args.sweep, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / sweep.name
-    plan = plan_sweep(sweep, out)  # validates every run before anything trains
+    plan = plan_sweep(sweep, out, only=args.only)  # validates every run before anything trains
     counts = ", ".join(f"{n} {status}" for status, n in plan.counts().items() if n)
     header = f"sweep {sweep.name}: {len(plan.runs)} runs in {out} ({counts})"
     if args.dry_run:
@@ -236,7 +236,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"{outcome.result} {outcome.name}: test accuracy {100 * acc:.2f}%", file=sys.stderr, flush=True)
 
     try:
-        result = run_sweep(sweep, out, jobs=args.jobs, device=args.device, on_start=on_start, on_end=on_end,
+        result = run_sweep(sweep, out, jobs=args.jobs, device=args.device, only=args.only,
+                           on_start=on_start, on_end=on_end,
                            progress=(lambda name: TerminalProgress(label=name)) if args.jobs == 1 else None)
     except KeyboardInterrupt:
         print("interrupted; run the same `elr sweep` command again to continue where it stopped", file=sys.stderr)
@@ -303,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (default 1)")
     p.add_argument("--dry-run", action="store_true", help="list the runs, their status and the estimated cost; train nothing")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
+    p.add_argument("--only", action="append", metavar="PATTERN",
+                   help="train only the runs whose name matches this shell-style pattern, e.g. 'ELR+*/*' "
+                        "(repeatable; names as --dry-run lists them)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every run, e.g. data.root=/data/cifar")
     p.set_defaults(func=cmd_sweep)
 

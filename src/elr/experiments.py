@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import fnmatch
 import io
 import itertools
 import json
@@ -429,16 +430,36 @@ def _status(spec: RunSpec, run_dir: Path) -> tuple[str, int, str]:
     return "new", epochs, ""
 
 
-def plan_sweep(sweep: Sweep, out_dir: str | Path) -> SweepPlan:
+def select_runs(specs: Sequence[RunSpec], only: Sequence[str] | None) -> list[RunSpec]:
+    """The runs whose name matches one of the shell-style patterns ``only`` (all runs when None).
+
+    A run's name is ``method/setting/.../seed-N`` as ``elr sweep --dry-run`` lists it; a pattern
+    that matches no run is an error, so a typo never silently selects nothing.
+    """
+    if only is None:
+        return list(specs)
+    if isinstance(only, str) or not only:
+        raise SweepError(f"only must be a non-empty list of run-name patterns, got {only!r}")
+    unmatched = [p for p in only if not any(fnmatch.fnmatchcase(s.name, p) for s in specs)]
+    if unmatched:
+        names = ", ".join(s.name for s in specs[:8]) + (", ..." if len(specs) > 8 else "")
+        raise SweepError(f"--only {' '.join(repr(p) for p in unmatched)} matches no run of the sweep "
+                         f"(its runs: {names})")
+    return [s for s in specs if any(fnmatch.fnmatchcase(s.name, p) for p in only)]
+
+
+def plan_sweep(sweep: Sweep, out_dir: str | Path, *, only: Sequence[str] | None = None) -> SweepPlan:
     """Expand and validate the sweep, then find each run's status under ``out_dir``; trains nothing.
 
-    Seconds per epoch are measured from the ``metrics.jsonl`` of this sweep's runs (finished or
-    partial) with the same setting apart from seed, noise, loss and schedule (same data, model,
-    method, batch size, device); otherwise unknown.
+    ``only`` keeps the runs whose name matches one of its shell-style patterns (see
+    :func:`select_runs`); every run of the sweep is still validated. Seconds per epoch are
+    measured from the ``metrics.jsonl`` of this sweep's runs (finished or partial) with the same
+    setting apart from seed, noise, loss and schedule (same data, model, method, batch size,
+    device); otherwise unknown.
     """
     out_dir = Path(out_dir)
     runs = []
-    for spec in sweep.expand():
+    for spec in select_runs(sweep.expand(), only):
         run_dir = out_dir / spec.name
         status, left, reason = _status(spec, run_dir)
         runs.append(PlannedRun(spec, run_dir, status, left, reason))
@@ -530,6 +551,7 @@ def run_sweep(
     *,
     jobs: int = 1,
     device: str | None = None,
+    only: Sequence[str] | None = None,
     progress: Callable[[str], Progress | None] | None = None,
     on_start: Callable[[PlannedRun], None] | None = None,
     on_end: Callable[[RunOutcome], None] | None = None,
@@ -551,6 +573,8 @@ def run_sweep(
         ``max(1, cores // jobs)`` torch threads; one at a time runs in this process.
     device : str, optional
         Overrides the configs' device (``cpu``, ``cuda``, ``cuda:N``).
+    only : list of str, optional
+        Shell-style patterns on run names (``"ELR+/*"``): train only the matching runs.
     progress : callable, optional
         ``progress(run_name)`` returns a Progress for that run (one at a time only).
     on_start, on_end : callable, optional
@@ -567,7 +591,7 @@ def run_sweep(
     """
     if not isinstance(jobs, int) or jobs < 1:
         raise SweepError(f"jobs must be a positive integer, got {jobs!r}")
-    plan = plan_sweep(sweep, out_dir)
+    plan = plan_sweep(sweep, out_dir, only=only)
     conflicts = [r for r in plan.runs if r.status == "conflict"]
     if conflicts:
         lines = "; ".join(f"{r.name}: {r.reason}" for r in conflicts[:5])
