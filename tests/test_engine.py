@@ -108,7 +108,7 @@ def test_run_directory_holds_every_file(tmp_path):
 
 def test_existing_run_directory_is_refused(tmp_path):
     train(digits_config(optim__epochs=1), tmp_path / "run")
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileExistsError, match="holds a finished run .1 epochs.; inspect it with `elr eval"):
         train(digits_config(optim__epochs=1), tmp_path / "run")
 
 
@@ -196,7 +196,7 @@ def test_demo_elr_beats_ce_by_ten_points(tmp_path):
     # a second demo reuses the finished runs instead of refusing the directory
     again = run_demo(tmp_path / "demo", epochs=60)
     assert again["rows"] == result["rows"]
-    with pytest.raises(FileExistsError, match="other settings"):
+    with pytest.raises(FileExistsError, match=r"demo/ce holds a run of another config \(differs in: optim\)"):
         run_demo(tmp_path / "demo", epochs=61)
     # the demo records Figure 2's terms: every key, per epoch, in metrics.jsonl
     records = read_metrics(tmp_path / "demo" / "elr")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from elr import noise
+from elr import noise, rundir
 from elr.cli import main
 from elr.config import Config
 from elr.experiments import Sweep, SweepError, build_report, plan_sweep, run_name, run_sweep, write_report
@@ -187,9 +187,11 @@ def test_run_killed_before_first_checkpoint_restarts_and_changed_config_conflict
     sweep = Sweep.from_dict(raw)
     out = tmp_path / "out"
     (out / "CE/seed-0").mkdir(parents=True)
-    (out / "CE/seed-0/config.yaml").write_text(sweep.expand()[0].config.to_yaml())  # no checkpoint yet
+    rundir.write_config(out / "CE/seed-0", sweep.expand()[0].config)  # no checkpoint yet
+    (out / "CE/seed-0/.checkpoint.pt.x1y2").write_bytes(b"half")  # the temporary file of a kill mid-save
     assert [r.status for r in plan_sweep(sweep, out).runs] == ["restart"]
     assert run_sweep(sweep, out).results() == {"CE/seed-0": "trained"}
+    assert not (out / "CE/seed-0/.checkpoint.pt.x1y2").exists()
     changed = Sweep.from_dict(raw, overrides=["optim.lr=0.01"])
     assert [(r.status, "optim" in r.reason) for r in plan_sweep(changed, out).runs] == [("conflict", True)]
     with pytest.raises(SweepError, match="do not match the sweep"):
@@ -201,8 +203,7 @@ def test_only_trains_the_matching_runs_and_rejects_a_pattern_matching_none(tmp_p
     out = tmp_path / "out"
     # a conflicting directory of a run that is not selected does not stop the selected ones
     (out / "CE/seed-0").mkdir(parents=True)
-    (out / "CE/seed-0/config.yaml").write_text(Sweep.from_dict(TINY, overrides=["optim.lr=0.01"]).expand()[0]
-                                               .config.to_yaml())
+    (out / "CE/seed-0/notes.txt").write_text("not a run")
     assert [r.name for r in plan_sweep(sweep, out, only=["ELR/*", "*/seed-1"]).runs] == [
         "CE/seed-1", "ELR/seed-0", "ELR/seed-1"]  # the sweep's order, each run once
     assert run_sweep(sweep, out, only=["ELR/seed-1"]).results() == {"ELR/seed-1": "trained"}

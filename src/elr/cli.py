@@ -85,11 +85,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import Config
     from .distributed import is_main_process
+    from .rundir import CONFIG
     from .runs import resume, train
 
     if args.resume:
         if args.config or args.overrides:
-            raise ValueError("--resume takes only the run directory (the run's own config.yaml is used)")
+            raise ValueError(f"--resume takes only the run directory (the run's own {CONFIG} is used)")
         summary = resume(args.resume, progress=TerminalProgress(), device=args.device)
         out = Path(args.resume)
     else:
@@ -268,6 +269,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .rundir import SUMMARY
 
     parser = argparse.ArgumentParser(prog="elr", description="Early-Learning Regularization for noisy labels.")
     parser.add_argument("--version", action="version", version=f"elr {__version__}")
@@ -311,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="tables (Markdown, CSV) and a plot of finished runs: methods x noise, mean ± std over seeds")
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep or run directories, searched recursively for summary.json")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help=f"sweep or run directories, searched recursively for {SUMMARY}")
     p.add_argument("--metric", choices=("last", "selected", "best"), default="last",
                    help="last epoch (default); selected by noisy validation; best test accuracy (selects on test: papers only)")
     p.add_argument("--out", help="where report.md/.csv/.png go (default: the first DIR)")

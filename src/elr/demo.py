@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
-from .checkpoint import atomic_write_text
+from . import rundir
 from .config import Config
-from .engine import CHECKPOINT, METRICS, Progress
-from .runs import CONFIG_FILE, NOISE_FILE, NOISY_LABELS, load_run_config, resume, train
+from .engine import Progress
+from .runs import train_or_resume
+
+LOSSES = ("ce", "elr")  # each trains into the demo folder's subfolder of that name
+# the joint summary and figures beside the two runs (the names of a run's own summary and figures)
+DEMO_FILES = (*LOSSES, rundir.SUMMARY, rundir.MEMORIZATION_PLOT, rundir.GRADIENT_PLOT)
 
 
 def demo_config(loss: str, *, epochs: int = 200, seed: int = 0) -> Config:
@@ -30,17 +33,6 @@ def demo_config(loss: str, *, epochs: int = 200, seed: int = 0) -> Config:
     }).validate()
 
 
-def _train_or_resume(config: Config, run_dir: Path, progress: Progress | None) -> dict[str, Any]:
-    """A second ``make demo`` reuses finished runs and resumes interrupted ones."""
-    if (run_dir / CHECKPOINT).is_file():
-        if load_run_config(run_dir).to_dict() != config.to_dict():
-            raise FileExistsError(f"{run_dir} holds a demo run with other settings; choose another --out")
-        return resume(run_dir, progress=progress)
-    for name in (CONFIG_FILE, NOISE_FILE, NOISY_LABELS, METRICS):  # killed before its first checkpoint
-        (run_dir / name).unlink(missing_ok=True)
-    return train(config, run_dir, progress=progress)
-
-
 def run_demo(
     out_dir: str | Path,
     *,
@@ -50,15 +42,24 @@ def run_demo(
 ) -> dict[str, Any]:
     """Train CE then ELR into ``out_dir/ce`` and ``out_dir/elr``; write a joint summary and plot.
 
+    A second demo into the same folder reuses the finished runs and resumes interrupted ones; a
+    folder holding other files, or runs of other settings, is refused and left as it was.
+
     Returns ``{"rows": [...], "summary": path, "plots": [...]}`` where each row holds the method,
     last-epoch test accuracy, its peak test accuracy and the memorized fraction of wrong labels.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    configs = {loss: demo_config(loss, epochs=epochs, seed=seed) for loss in LOSSES}
+    foreign = rundir.foreign_entries(out, DEMO_FILES)
+    if foreign:
+        raise FileExistsError(f"{out} holds {foreign[0]!r}, which is not the demo's; choose another --out")
+    for loss, config in configs.items():  # both runs are checked before either trains
+        decision = rundir.decide(config, out / loss)
+        if decision.action == "refuse":
+            raise FileExistsError(f"{out / loss} {decision.reason}; choose another --out")
     rows, runs = [], []
-    for loss in ("ce", "elr"):
-        summary = _train_or_resume(demo_config(loss, epochs=epochs, seed=seed), out / loss,
-                                   progress(loss) if progress else None)
+    for loss, config in configs.items():
+        _, summary = train_or_resume(config, out / loss, progress=progress(loss) if progress else None)
         runs.append(out / loss)
         rows.append({
             "method": loss.upper(),
@@ -67,16 +68,14 @@ def run_demo(
             "memorized": summary["last"].get("mem_wrong_memorized"),
             "realised_noise": summary["noise"]["realised_rate"],
         })
-    atomic_write_text(out / "summary.json", json.dumps({"setting": "digits, 40% symmetric noise, MLP", "rows": rows},
-                                                       indent=2) + "\n")
+    summary_path = rundir.write_summary(out, {"setting": "digits, 40% symmetric noise, MLP", "rows": rows})
     plots: list[str] = []
     try:
-        from .plots import plot_runs
+        from .plots import plot_gradient_runs, plot_runs
 
-        from .plots import plot_gradient_runs
-
-        plots.append(str(plot_runs(runs, out / "memorization.png")))
-        plots.append(str(plot_gradient_runs(runs, out / "gradient_terms.png")))
+        figures = rundir.plot_paths(out)
+        plots.append(str(plot_runs(runs, figures["memorization"])))
+        plots.append(str(plot_gradient_runs(runs, figures["gradient_terms"])))
     except ImportError:
         pass
-    return {"rows": rows, "summary": str(out / "summary.json"), "plots": plots}
+    return {"rows": rows, "summary": str(summary_path), "plots": plots}

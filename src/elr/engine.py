@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -13,7 +12,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from .checkpoint import atomic_write_text, capture_rng_state, restore_rng_state, save_checkpoint
+from . import rundir
+from .checkpoint import capture_rng_state, restore_rng_state
 from .config import MonitorConfig, OptimConfig
 from .data import InMemoryDataset
 from .losses import ELRLoss
@@ -21,9 +21,6 @@ from .monitor import gradient_terms, memorization_fractions
 from .schedules import learning_rate
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
 
 
 class Method(Protocol):
@@ -57,8 +54,8 @@ class TrainData:
     extra_tests: dict[str, Any] = field(default_factory=dict)  # reported as <name>_acc, <name>_top5 (WebVision: imagenet)
 
 
-class DivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
+class DivergedError(ValueError):
+    """The training loss became NaN or infinite: a learning rate or loss weight too large for the data."""
 
 
 @torch.no_grad()
@@ -101,7 +98,7 @@ class Engine:
     seed : int
         Seeds the generator that draws batch order and augmentation.
     run_dir : Path, optional
-        Where ``checkpoint.pt`` and ``metrics.jsonl`` are written after every epoch.
+        The run directory: the checkpoint and the metrics are written there after every epoch.
     checkpoint_meta : dict, optional
         Extra checkpoint-safe values stored in every checkpoint (config, noisy labels).
     progress : Progress, optional
@@ -158,8 +155,8 @@ class Engine:
         self.history = list(state["history"])
         self.epoch = int(state["epoch"])
         if self.run_dir is not None:
-            # metrics.jsonl may hold an epoch the checkpoint does not: rewrite it from the checkpoint
-            self._write_metrics()
+            # the metrics may hold an epoch the checkpoint does not: rewrite them from the checkpoint
+            rundir.write_metrics(self.run_dir, self.history)
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> list[dict[str, Any]]:
@@ -174,8 +171,8 @@ class Engine:
         self.epoch += 1
         self.history.append(record)
         if self.run_dir is not None:
-            save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict())
-            self._write_metrics()
+            rundir.save_checkpoint(self.run_dir, self.state_dict())
+            rundir.write_metrics(self.run_dir, self.history)
         log.info("epoch %d/%d %s", self.epoch, self.optim.epochs, _brief(record))
         if self.progress is not None:
             self.progress.epoch_end(record)
@@ -264,10 +261,6 @@ class Engine:
         picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:size]
         picked = picked.sort().values.to(train.device)
         return train.subset(picked), picked
-
-    def _write_metrics(self) -> None:
-        lines = "".join(json.dumps(r) + "\n" for r in self.history)
-        atomic_write_text(self.run_dir / METRICS, lines)
 
 
 def _brief(record: dict[str, Any]) -> str:

@@ -21,15 +21,14 @@ from typing import Any
 
 import yaml
 
+from . import rundir
 from .checkpoint import atomic_write_text
 from .config import Component, Config, ConfigError, apply_overrides
-from .engine import CHECKPOINT, METRICS, Progress
-from .runs import CONFIG_FILE, NOISE_FILE, NOISY_LABELS, RUNTIME_KEYS, SUMMARY
+from .engine import Progress
 from .two_stage import stage1_epochs_left
 
 log = logging.getLogger(__name__)
 
-SWEEP_FILE = "sweep.json"  # written into every run directory: which sweep, method label and settings
 SWEEP_COPY = "sweep.yaml"  # the sweep file as given, copied into the sweep's output directory
 SWEEP_KEYS = ("name", "description", "base", "config", "grid", "methods", "rules")
 RULE_KEYS = ("if", "methods", "set")
@@ -80,7 +79,7 @@ class RunSpec:
     order: int
 
     def sweep_info(self, sweep_name: str) -> dict[str, Any]:
-        """The content of the run's ``sweep.json``."""
+        """The run's sweep record (:func:`elr.rundir.write_sweep_record`)."""
         return {"sweep": sweep_name, "method": self.label, "settings": self.settings, "run": self.name,
                 "order": self.order}
 
@@ -318,9 +317,10 @@ class PlannedRun:
     """A run of the sweep and what has to happen to it.
 
     ``status`` is ``new`` (nothing there), ``resume`` (a checkpoint, no complete summary),
-    ``restart`` (killed before its first checkpoint: its files are cleared and it starts over),
-    ``done`` (summary.json with every epoch) or ``conflict`` (the directory holds a run with a
-    different config; ``reason`` says how it differs).
+    ``restart`` (an unstarted run, killed or failed before its first checkpoint: its files are
+    cleared and it starts over), ``done`` (a summary with every epoch) or ``conflict`` (the
+    directory holds a run of a different config, or files that are not a run's; ``reason`` says
+    which). See :func:`elr.rundir.decide`.
     """
 
     spec: RunSpec
@@ -366,10 +366,6 @@ class SweepPlan:
         return sum(r.seconds_per_epoch is None for r in self.pending)
 
 
-def _comparable(config_dict: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config_dict.items() if k not in RUNTIME_KEYS}
-
-
 def _cost_key(config: Config) -> str:
     """What decides the time per epoch: everything but the seed, noise, loss and schedule."""
     d = config.to_dict()
@@ -379,55 +375,24 @@ def _cost_key(config: Config) -> str:
     return json.dumps(d, sort_keys=True, default=str)
 
 
-def _records(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / METRICS
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-    return records
-
-
-def _epochs_recorded(run_dir: Path) -> int:
-    return len(_records(run_dir))
-
-
 def _epoch_seconds(run_dir: Path) -> list[float]:
-    seconds = [float(r["seconds"]) for r in _records(run_dir) if isinstance(r.get("seconds"), (int, float))]
+    seconds = [float(r["seconds"]) for r in rundir.read_metrics(run_dir) if isinstance(r.get("seconds"), (int, float))]
     return seconds[1:] if len(seconds) > 1 else seconds  # the first epoch includes warm-up
+
+
+_SWEEP_STATUS = {"train": "new", "restart": "restart", "resume": "resume", "skip": "done", "refuse": "conflict"}
 
 
 def _status(spec: RunSpec, run_dir: Path) -> tuple[str, int, str]:
     """(status, epochs left, reason) of one run directory."""
+    decision = rundir.decide(spec.config, run_dir)
+    status = _SWEEP_STATUS[decision.action]
     epochs = spec.config.optim.epochs
-    if (run_dir / CONFIG_FILE).is_file():
-        try:
-            stored = Config.load(run_dir / CONFIG_FILE).to_dict()
-        except (ConfigError, OSError, yaml.YAMLError) as err:
-            return "conflict", 0, f"its {CONFIG_FILE} cannot be read: {err}"
-        mine = _comparable(spec.config.to_dict())
-        stored = _comparable(stored)
-        if stored != mine:
-            diff = sorted(k for k in set(mine) | set(stored) if mine.get(k) != stored.get(k))
-            return "conflict", 0, f"it holds a run with a different config (differs in: {', '.join(diff)})"
-    summary_path = run_dir / SUMMARY
-    if summary_path.is_file():
-        try:
-            if json.loads(summary_path.read_text()).get("epochs", 0) >= epochs:
-                return "done", 0, ""
-        except json.JSONDecodeError:
-            pass
-    if (run_dir / CHECKPOINT).is_file():
-        done = _epochs_recorded(run_dir)  # may run one ahead of the checkpoint: an estimate
-        return "resume", max(epochs - done, 1), ""
-    epochs += stage1_epochs_left(spec.config, run_dir)  # Forward with an estimated T: its CE stage first
-    if (run_dir / CONFIG_FILE).is_file():
-        return "restart", epochs, ""
-    return "new", epochs, ""
+    if status in ("done", "conflict"):
+        return status, 0, decision.reason
+    if status == "resume":  # the metrics may run one ahead of the checkpoint: an estimate
+        return status, max(epochs - decision.status.epochs_done, 1), ""
+    return status, epochs + stage1_epochs_left(spec.config, run_dir), ""  # two-stage: its CE stage first
 
 
 def select_runs(specs: Sequence[RunSpec], only: Sequence[str] | None) -> list[RunSpec]:
@@ -504,15 +469,9 @@ class SweepResult:
         return {o.name: o.result for o in self.outcomes}
 
 
-def _clear_partial(run_dir: Path) -> None:
-    """Remove the files of a run killed before its first checkpoint, so it can start over."""
-    for name in (CONFIG_FILE, NOISE_FILE, NOISY_LABELS, METRICS, SUMMARY):
-        (run_dir / name).unlink(missing_ok=True)
-
-
 def _execute(task: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
     """Train, resume or restart one run; returns its result. Runs in a worker process with --jobs."""
-    from .runs import resume, train
+    from .runs import train_or_resume
 
     run_dir = Path(task["run_dir"])
     try:
@@ -520,17 +479,9 @@ def _execute(task: dict[str, Any], progress: Progress | None = None) -> dict[str
             import torch
 
             torch.set_num_threads(task["threads"])
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / SWEEP_FILE, json.dumps(task["sweep_info"], indent=2) + "\n")
-        if task["status"] == "resume":
-            summary = resume(run_dir, progress=progress, device=task["device"])
-            result = "resumed"
-        else:
-            if task["status"] == "restart":
-                _clear_partial(run_dir)
-            summary = train(Config.from_dict(task["config"]).validate(), run_dir, progress=progress,
-                            device=task["device"])
-            result = "trained"
+        action, summary = train_or_resume(Config.from_dict(task["config"]).validate(), run_dir, progress=progress,
+                                          device=task["device"], sweep_record=task["sweep_info"])
+        result = {"restarted": "trained"}.get(action, action)
         return {"result": result, "summary": _jsonable(summary)}
     except Exception as err:  # a failed run is reported and the sweep goes on with the others
         log.warning("run %s failed: %s: %s", run_dir, type(err).__name__, err, exc_info=True)
@@ -558,9 +509,10 @@ def run_sweep(
 ) -> SweepResult:
     """Run every unfinished run of the sweep under ``out_dir``; finished runs are skipped.
 
-    Every run's config is validated first, so a typo fails before anything trains. New runs are
-    trained with :func:`elr.runs.train`, interrupted ones (a checkpoint, no complete summary) are
-    continued with :func:`elr.runs.resume`; a sweep killed halfway continues where it stopped.
+    Every run's config is validated first, so a typo fails before anything trains. Each run is
+    brought to its end by :func:`elr.runs.train_or_resume`: new and unstarted runs are trained,
+    interrupted ones (a checkpoint, no complete summary) resumed, so a sweep killed halfway
+    continues where it stopped.
     A failed run is recorded with its error and the others still run.
 
     Parameters
@@ -796,7 +748,7 @@ def find_summaries(dirs: Iterable[str | Path]) -> list[Path]:
     for d in map(Path, dirs):
         if not d.is_dir():
             raise FileNotFoundError(f"no such directory: {d}")
-        for path in sorted(d.rglob(SUMMARY)):
+        for path in rundir.find_summaries(d):
             found.setdefault(path.resolve(), None)
     return list(found)
 
@@ -834,15 +786,14 @@ def build_report(dirs: Iterable[str | Path], *, metric: str = "last") -> Report:
         raise ValueError(f"metric must be one of {', '.join(REPORT_METRICS)}, got {metric!r}")
     paths = find_summaries(dirs)
     if not paths:
-        raise FileNotFoundError("no summary.json (finished run) under " + ", ".join(map(str, dirs)))
+        raise FileNotFoundError(f"no {rundir.SUMMARY} (finished run) under " + ", ".join(map(str, dirs)))
     accuracy: dict[tuple, Cell] = {}
     memorized: dict[tuple, Cell] = {}
     order: dict[str, tuple[float, str]] = {}
     without_val = 0
     for path in paths:
         summary = json.loads(path.read_text())
-        info_path = path.parent / SWEEP_FILE
-        info = json.loads(info_path.read_text()) if info_path.is_file() else None
+        info = rundir.read_sweep_record(path.parent)
         label = _row_label(summary, info)
         rank = float(info["order"]) if info and isinstance(info.get("order"), int) else math.inf
         order[label] = min(order.get(label, (math.inf, label)), (rank, label))

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 
 from . import noise
-from .checkpoint import atomic_write_text
 from .config import Config, ConfigError
 from .data.files import FileDataset
 from .data.image_lists import ImageList, ImageSets, read_image_folder, read_label_files
@@ -19,9 +14,8 @@ from .data.real import CLOTHING1M_MEAN_STD, IMAGENET_MEAN_STD, read_clothing1m, 
 from .data.split import stratified_split
 from .engine import TrainData
 
-__all__ = ["read_image_sets", "prepare_file_data", "write_classes", "CLASSES_FILE"]
+__all__ = ["read_image_sets", "prepare_file_data"]
 
-CLASSES_FILE = "classes.json"
 # (image_size, crop_size) when the config leaves them out: the authors' sizes for the benchmarks
 _SIZES = {"webvision": (256, 227)}
 _DEFAULT_SIZES = (256, 224)
@@ -102,10 +96,3 @@ def prepare_file_data(config: Config, device: torch.device | str = "cpu"):
     return PreparedData(data, np.asarray(noisy, dtype=np.int64), true, val_idx, summary, list(sets.class_names),
                         sets.label_to_index)
 
-
-def write_classes(run_dir: Path, class_names: list[str], label_to_index: dict[str, int] | None) -> None:
-    """Write ``classes.json``: the class names in label order, and the mapping of labels written as names."""
-    record: dict[str, Any] = {"class_names": list(class_names)}
-    if label_to_index is not None:
-        record["label_to_index"] = dict(label_to_index)
-    atomic_write_text(Path(run_dir) / CLASSES_FILE, json.dumps(record, indent=2) + "\n")

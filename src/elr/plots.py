@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -99,7 +98,9 @@ def _has_gradient_terms(history) -> bool:
 
 
 def plot_training(history: list[dict], out_dir, *, title: str = "") -> list[Path]:
-    """Write ``accuracy.png`` and, when the monitor ran, ``memorization.png`` for one run.
+    """Write a run's accuracy figure and, when the monitor ran, its memorization and gradient figures.
+
+    The names are those of :func:`elr.rundir.plot_paths`.
 
     Parameters
     ----------
@@ -110,41 +111,43 @@ def plot_training(history: list[dict], out_dir, *, title: str = "") -> list[Path
     title : str
         Names the method and noise, shown above the figures.
     """
+    from .rundir import plot_paths
+
     plt = _pyplot()
-    out_dir = Path(out_dir)
+    paths = plot_paths(out_dir)
     written = []
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     _draw_accuracy(ax, history, title or "accuracy")
-    fig.savefig(out_dir / "accuracy.png", dpi=110)
+    fig.savefig(paths["accuracy"], dpi=110)
     plt.close(fig)
-    written.append(out_dir / "accuracy.png")
+    written.append(paths["accuracy"])
     if any(r.get("mem_clean_correct") is not None for r in history):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
         _draw_memorization(axes, history)
         fig.suptitle(title)
-        fig.savefig(out_dir / "memorization.png", dpi=110)
+        fig.savefig(paths["memorization"], dpi=110)
         plt.close(fig)
-        written.append(out_dir / "memorization.png")
+        written.append(paths["memorization"])
     if _has_gradient_terms(history):
         fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
         _draw_gradient_terms(axes, history)
         fig.suptitle(title)
-        fig.savefig(out_dir / "gradient_terms.png", dpi=110)
+        fig.savefig(paths["gradient_terms"], dpi=110)
         plt.close(fig)
-        written.append(out_dir / "gradient_terms.png")
+        written.append(paths["gradient_terms"])
     return written
 
 
 def _load_runs(run_dirs) -> list[tuple[str, list[dict]]]:
-    from .runs import load_run_config, run_title
+    from .rundir import METRICS, read_config, read_metrics
+    from .runs import run_title
 
     runs = []
     for run_dir in map(Path, run_dirs):
-        metrics = run_dir / "metrics.jsonl"
-        if not metrics.is_file():
-            raise FileNotFoundError(f"{run_dir} has no metrics.jsonl; is it a run directory?")
-        history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        runs.append((run_title(load_run_config(run_dir)), history))
+        history = read_metrics(run_dir)
+        if not history:
+            raise FileNotFoundError(f"{run_dir} has no epochs in {METRICS}; is it a run directory?")
+        runs.append((run_title(read_config(run_dir)), history))
     if not runs:
         raise ValueError("run_dirs must name at least one run directory")
     return runs
@@ -156,7 +159,7 @@ def plot_runs(run_dirs, path) -> Path:
     Parameters
     ----------
     run_dirs : sequence of path
-        Run directories holding ``metrics.jsonl`` and ``config.yaml``.
+        Run directories with at least one epoch recorded.
     path : path
         The PNG to write.
     """

@@ -1,10 +1,10 @@
-"""A run from a Config: build data, noise and method, drive the engine, and own the run directory."""
+"""A run from a Config: build data, noise and method, then train, resume or restart it in its run directory."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-import json
 import logging
 import platform
 import time
@@ -16,28 +16,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, noise
+from . import __version__, noise, rundir
 from .distributed import Distributed, attach_target_sync, init_from_env
-from .checkpoint import atomic_write_text, load_checkpoint
 from .config import FILE_DATASETS, Config, ConfigError
 from .data import InMemoryDataset, read_dataset, stratified_split
 from .data.cifar_n import CIFAR_N, read_cifar_n
 from .elr_plus import ELRPlus
-from .engine import CHECKPOINT, METRICS, Engine, Progress, TrainData, evaluate
-from .file_data import prepare_file_data, write_classes
+from .engine import Engine, Progress, TrainData, evaluate
+from .file_data import prepare_file_data
 from .losses import create_loss
 from .methods import Runtime, Standard
 from .models import create_model, model_params
-from .two_stage import estimate_in_run_dir, estimates_transition, forward_params, load_transition
+from .two_stage import estimate_in_run_dir, estimates_transition, forward_params
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.yaml"
-SUMMARY = "summary.json"
-NOISE_FILE = "noise.json"
-NOISY_LABELS = "noisy_labels.npy"
-# keys that may differ between a run's config and the resume command (they do not change results on CPU)
-RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "eval_batch_size")
 
 
 @dataclass
@@ -202,9 +194,11 @@ def build_method(config: Config, prepared: PreparedData, runtime: Runtime,
     if "in_features" in accepted:
         model_kwargs.setdefault("in_features", int(np.prod(shape)))
     torch.manual_seed(derived_seeds(config.seed)["train"])  # the model's initial weights
-    model = create_model(config.model.name, num_classes, **model_kwargs)
-    loss = create_loss(config.loss.name, num_examples=len(prepared.data.train), num_classes=num_classes,
-                       **resolve_loss_params(config, num_classes, transition))
+    with _named("model", config.model.params):
+        model = create_model(config.model.name, num_classes, **model_kwargs)
+    with _named("loss", config.loss.params):
+        loss = create_loss(config.loss.name, num_examples=len(prepared.data.train), num_classes=num_classes,
+                           **resolve_loss_params(config, num_classes, transition))
     if hasattr(loss, "check_values") and runtime.device.type == "cuda":
         loss.check_values = False  # value checks read tensors back to the host every step
     if config.method == "standard":
@@ -222,6 +216,19 @@ def build_method(config: Config, prepared: PreparedData, runtime: Runtime,
             models.append(create_model(config.model.name, num_classes, **model_kwargs))
         losses.append(copy.deepcopy(loss))  # same lam, beta, check_values; its own (zero) targets
     return ELRPlus(models, losses, config.optim, runtime, seed=seeds["mixup"], **settings)
+
+
+@contextlib.contextmanager
+def _named(section: str, params: dict[str, Any]):
+    """Turn a component's ValueError into a ConfigError naming the config key (``loss.lam must ...``)."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as err:
+        text = str(err)
+        key = text.split(" ", 1)[0]
+        raise ConfigError(f"{section}.{text}" if key in params else f"{section}: {text}") from None
 
 
 # ---- the run directory ------------------------------------------------------------------------
@@ -243,14 +250,68 @@ def train(
     progress: Progress | None = None,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Train a new run into ``out_dir`` (created; must not hold a run yet). Returns the summary.
+    """Train a new run into ``out_dir``. Returns the summary.
+
+    ``out_dir`` is absent, empty or an unstarted run (one that never reached its first checkpoint:
+    its files are replaced). A resumable or finished run, or a folder of other files, is refused
+    with FileExistsError and left as it was. The config, data and method are checked before the
+    first byte is written, so bad input leaves no folder behind.
 
     Under torchrun (WORLD_SIZE > 1) every process calls this; they train data-parallel and rank 0
     alone writes ``out_dir`` (see :mod:`elr.distributed`).
     """
+    return _start(config, Path(out_dir), progress, device, None)
+
+
+def train_or_resume(
+    config: Config,
+    run_dir: str | Path,
+    *,
+    progress: Progress | None = None,
+    device: str | None = None,
+    sweep_record: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Bring ``run_dir`` to the end of ``config``'s training, whatever its status.
+
+    A new folder is trained, an unstarted run is started over, a resumable run of the same config
+    is resumed and a finished one is left as it is. A folder of other files, or a run of another
+    config, raises FileExistsError and is left as it was.
+
+    Parameters
+    ----------
+    config : Config
+    run_dir : path
+    progress : Progress, optional
+    device : str, optional
+    sweep_record : dict, optional
+        Written to the run's ``sweep.json`` (the sweep, method label and settings that made it).
+
+    Returns
+    -------
+    (action, summary)
+        ``action`` is ``trained``, ``restarted``, ``resumed`` or ``skipped`` (finished: its
+        ``summary.json`` is returned, nothing is trained).
+    """
+    run_dir = Path(run_dir)
+    decision = rundir.decide(config, run_dir)
+    if decision.action == "refuse":
+        raise FileExistsError(f"{run_dir} {decision.reason}; move it away or choose another folder")
+    if decision.action in ("train", "restart"):
+        summary = _start(config, run_dir, progress, device, sweep_record)
+        return ("trained" if decision.action == "train" else "restarted"), summary
+    if sweep_record is not None:
+        rundir.write_sweep_record(run_dir, sweep_record)
+    if decision.action == "skip":
+        return "skipped", rundir.read_summary(run_dir)
+    return "resumed", resume(run_dir, progress=progress, device=device)
+
+
+def _start(config: Config, run_dir: Path, progress: Progress | None, device: str | None,
+           sweep_record: dict[str, Any] | None) -> dict[str, Any]:
     config.validate()
     distributed = _join_process_group(config, device)
-    return _in_process_group(distributed, lambda: _train(config, Path(out_dir), progress, device, distributed))
+    return _in_process_group(distributed, lambda: _train(config, run_dir, progress, device, distributed,
+                                                         sweep_record))
 
 
 def _in_process_group(distributed: Distributed | None, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -267,55 +328,100 @@ def _in_process_group(distributed: Distributed | None, work: Callable[[], dict[s
             distributed.close()
 
 
+def _refusal(st: rundir.RunStatus) -> str:
+    """Why a new run cannot go into a folder, and the command the user wants instead."""
+    where = st.path
+    if st.state == rundir.RESUMABLE:
+        return (f"{where} holds an unfinished run ({st.epochs_done} of {st.epochs or '?'} epochs recorded); "
+                f"continue it with `elr train --resume {where}`, or choose another --out")
+    if st.state == rundir.FINISHED:
+        see = (f"inspect it with `elr eval {where}`" if rundir.has_checkpoint(where) else
+               f"its results are in {where / rundir.SUMMARY}")
+        return f"{where} holds a finished run ({st.epochs} epochs); {see}, or choose another --out"
+    return f"{where} {st.reason}; choose another --out (an absent or empty folder)"
+
+
 def _train(config: Config, run_dir: Path, progress: Progress | None, device: str | None,
-           distributed: Distributed | None) -> dict[str, Any]:
-    if (run_dir / CHECKPOINT).exists() or (run_dir / CONFIG_FILE).exists():
-        raise FileExistsError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
+           distributed: Distributed | None, sweep_record: dict[str, Any] | None) -> dict[str, Any]:
+    st = rundir.status(run_dir)
+    if st.state not in (rundir.NEW, rundir.UNSTARTED):
+        raise FileExistsError(_refusal(st))
     main = distributed is None or distributed.is_main
     if distributed is not None:
         distributed.barrier()  # every rank has looked before rank 0 creates the run's files
+    # everything that can reject the input runs before the first byte is written
     runtime = resolve_runtime(config, device, distributed)
-    prepared = prepare_data(config, runtime.device)  # before creating the directory: bad data leaves nothing behind
-    transition = None
-    if estimates_transition(config):  # stage 1 before the run's own files: a kill here leaves it unstarted
+    prepared = prepare_data(config, runtime.device)
+    two_stage = estimates_transition(config)
+    # two-stage Forward: its loss is checked with a stand-in T, the estimate comes from stage 1
+    method = build_method(config, prepared, runtime, np.eye(prepared.data.num_classes) if two_stage else None)
+    if main and st.state == rundir.UNSTARTED:
+        rundir.clear(run_dir)  # the leftovers of a run that never reached a checkpoint; stage1_ce/ stays
+    if two_stage:  # stage 1 before the run's own files: a kill here leaves the run unstarted
         transition = estimate_in_run_dir(config, run_dir, progress=progress, device=device)
+        method = build_method(config, prepared, runtime, transition)
     if main:
-        _write_run_files(config, prepared, run_dir)
-    method = build_method(config, prepared, runtime, transition)
+        _write_run_files(config, prepared, run_dir, sweep_record)
     if distributed is not None:
         attach_target_sync(method)
     engine = _engine(config, prepared, method, run_dir, progress, distributed)
     return _finish(config, prepared, engine, run_dir, main)
 
 
-def _write_run_files(config: Config, prepared: PreparedData, run_dir: Path) -> None:
+def _write_run_files(config: Config, prepared: PreparedData, run_dir: Path,
+                     sweep_record: dict[str, Any] | None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    header = f"# elr {__version__}, torch {torch.__version__}, numpy {np.__version__}\n"
-    atomic_write_text(run_dir / CONFIG_FILE, header + config.to_yaml())
-    np.save(run_dir / NOISY_LABELS, prepared.noisy_labels)
+    rundir.write_config(run_dir, config)  # first: it marks the folder as a run
+    rundir.write_noisy_labels(run_dir, prepared.noisy_labels)
     noise_info = {**prepared.noise_summary, "type": config.noise.type, "rate": config.noise.rate,
                   **({"label_set": config.noise.label_set} if config.noise.label_set else {}),
                   "val_indices": prepared.val_indices.tolist()}
-    atomic_write_text(run_dir / NOISE_FILE, json.dumps(noise_info) + "\n")
-    write_classes(run_dir, prepared.class_names, prepared.label_to_index)
+    rundir.write_noise(run_dir, noise_info)
+    rundir.write_classes(run_dir, prepared.class_names, prepared.label_to_index)
+    if sweep_record is not None:
+        rundir.write_sweep_record(run_dir, sweep_record)
 
 
 def resume(run_dir: str | Path, *, progress: Progress | None = None, device: str | None = None) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from its last checkpoint; results equal an uninterrupted run.
 
-    A distributed run resumes under torchrun with the same number of processes; another number is
-    refused (the shards, and so the batches, depend on it).
+    A finished run is not trained further: its summary and plots are written again. A distributed
+    run resumes under torchrun with the same number of processes; another number is refused (the
+    shards, and so the batches, depend on it).
     """
     run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
+    config = _checkpointed_run_config(run_dir, "resume")
     distributed = _join_process_group(config, device)
     return _in_process_group(distributed, lambda: _resume(config, run_dir, progress, device, distributed))
 
 
+def _checkpointed_run_config(run_dir: Path, verb: str) -> Config:
+    """The config of a run with a checkpoint; a one-line error naming what the folder is instead."""
+    st = rundir.status(run_dir)
+    if st.state == rundir.UNSTARTED:
+        raise FileNotFoundError(
+            f"{run_dir} never reached its first checkpoint: nothing to {verb}; start it again with "
+            f"`elr train --config {rundir.config_path(run_dir)} --out {run_dir}`"
+            if rundir.config_path(run_dir).is_file() else
+            f"{run_dir} never reached its first checkpoint: nothing to {verb}; train it again with its config")
+    if st.state == rundir.NEW:
+        raise FileNotFoundError(f"{run_dir} is not a run directory: "
+                                f"{'it does not exist' if not run_dir.exists() else 'it is empty'}")
+    if st.state == rundir.FOREIGN:
+        raise FileNotFoundError(f"{run_dir} is not a run directory: it {st.reason}")
+    if not rundir.has_checkpoint(run_dir):
+        raise FileNotFoundError(f"{run_dir} holds a finished run whose {rundir.CHECKPOINT} was removed: nothing "
+                                f"to {verb}; its results are in {run_dir / rundir.SUMMARY}")
+    return rundir.read_config(run_dir)
+
+
 def _resume(config: Config, run_dir: Path, progress: Progress | None, device: str | None,
             distributed: Distributed | None) -> dict[str, Any]:
-    state = load_checkpoint(run_dir / CHECKPOINT)
-    _check_same_config(config, state["config"], run_dir)
+    state = rundir.load_checkpoint(run_dir)
+    differ = rundir.config_difference(config, state["config"])
+    if differ:
+        raise ValueError(f"{run_dir}: the checkpoint was written by a different config (differs in: "
+                         f"{', '.join(differ)}); refusing to resume")
     saved_world = int(state.get("world_size", 1))
     world = 1 if distributed is None else distributed.world_size
     if saved_world != world:
@@ -338,17 +444,15 @@ def _resume(config: Config, run_dir: Path, progress: Progress | None, device: st
 
 
 def load_run_config(run_dir: str | Path) -> Config:
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
-    return Config.load(run_dir / CONFIG_FILE)
+    """The config a run directory was trained with."""
+    return rundir.read_config(run_dir)
 
 
 def evaluate_run(run_dir: str | Path, *, device: str | None = None) -> dict[str, Any]:
     """Evaluate the checkpoint of a run on its test set (and validation split)."""
     run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    state = load_checkpoint(run_dir / CHECKPOINT)
+    config = _checkpointed_run_config(run_dir, "evaluate")
+    state = rundir.load_checkpoint(run_dir)
     runtime = resolve_runtime(config, device)
     prepared = prepare_data(config, runtime.device)
     method = build_method(config, prepared, runtime, _saved_transition(config, run_dir), from_checkpoint=True)
@@ -365,7 +469,7 @@ def evaluate_run(run_dir: str | Path, *, device: str | None = None) -> dict[str,
 
 
 def _saved_transition(config: Config, run_dir: Path) -> np.ndarray | None:
-    return load_transition(run_dir) if estimates_transition(config) else None
+    return rundir.load_transition(run_dir) if estimates_transition(config) else None
 
 
 def _engine(config: Config, prepared: PreparedData, method: Standard | ELRPlus, run_dir: Path,
@@ -404,31 +508,16 @@ def _join_process_group(config: Config, device: str | None) -> Distributed | Non
     return distributed
 
 
-def _check_same_config(config: Config, saved: dict[str, Any], run_dir: Path) -> None:
-    try:  # fill in sections added since the run started (e.g. elr_plus) with their defaults
-        saved = Config.from_dict(saved).to_dict()
-    except ConfigError:
-        pass  # a key since removed: compare as stored, which reports the difference
-    current = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_KEYS}
-    stored = {k: v for k, v in saved.items() if k not in RUNTIME_KEYS}
-    if current != stored:
-        diff = sorted(k for k in set(current) | set(stored) if current.get(k) != stored.get(k))
-        raise ValueError(
-            f"{run_dir}: the checkpoint was written by a different config (differs in: {', '.join(diff)}); "
-            "refusing to resume"
-        )
-
-
 def _finish(config: Config, prepared: PreparedData, engine: Engine, run_dir: Path, main: bool = True) -> dict[str, Any]:
     start = time.perf_counter()
     history = engine.fit()
     summary = summarize(history, config, prepared)
     if estimates_transition(config):
-        summary["transition_estimate"] = _estimate_report(config, prepared, load_transition(run_dir))
+        summary["transition_estimate"] = _estimate_report(config, prepared, rundir.load_transition(run_dir))
     summary["train_seconds_this_session"] = time.perf_counter() - start
     if not main:  # another rank of a distributed run: rank 0 writes the summary and plots
         return {**summary, "plots": []}
-    atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    rundir.write_summary(run_dir, summary)
     summary["plots"] = _plot(run_dir, history, config)
     return summary
 
@@ -439,7 +528,7 @@ def _estimate_report(config: Config, prepared: PreparedData, estimate: np.ndarra
         true = true_transition(config, prepared.data.num_classes)
     except ValueError:  # asymmetric noise outside CIFAR-10/100 has no known T here
         true = None
-    report: dict[str, Any] = {"file": "transition.npy", "stage1": "stage1_ce",
+    report: dict[str, Any] = {"file": rundir.TRANSITION, "stage1": rundir.STAGE1,
                               "mean_diagonal": float(np.diag(estimate).mean())}
     if true is not None:
         report["true_mean_diagonal"] = float(np.diag(true).mean())

@@ -1,0 +1,379 @@
+"""Every file of a run directory: its names, their readers and writers, and the run's status.
+
+No other module spells a run-directory file name. A run directory is one of
+
+- ``new``: absent, or an empty folder;
+- ``unstarted``: our files but no checkpoint and no epoch (killed, failed or diverged before its
+  first epoch ended): training it again starts it over, and nothing of value is lost;
+- ``resumable``: a checkpoint of an unfinished run;
+- ``finished``: a summary of every epoch (with its checkpoint, or without when that was deleted);
+- ``foreign``: a folder holding files that are not a run's, or epochs of a run whose checkpoint is
+  gone; nothing is written into it.
+
+Files of a resumable or finished run that are not ours (a user's notes) are left alone and do not
+make it foreign. The names that count as ours are one registry (:func:`register`) that features adding
+files to a run extend, so their runs never read as foreign.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .checkpoint import atomic_write_bytes, atomic_write_text
+from .checkpoint import load_checkpoint as _load_checkpoint
+from .checkpoint import save_checkpoint as _save_checkpoint
+from .config import Config, ConfigError
+
+NEW, UNSTARTED, RESUMABLE, FINISHED, FOREIGN = "new", "unstarted", "resumable", "finished", "foreign"
+STATUSES = (NEW, UNSTARTED, RESUMABLE, FINISHED, FOREIGN)
+
+_REGISTRY: dict[str, str] = {}  # file or folder name -> what it holds
+
+
+def register(name: str, what: str) -> str:
+    """Add ``name`` to the run's files (so a run holding it is not foreign) and return it."""
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"a run file name must be a plain, visible name, got {name!r}")
+    _REGISTRY[name] = what
+    return name
+
+
+def run_files() -> dict[str, str]:
+    """Every registered name of a run directory and what it holds, in registration order."""
+    return dict(_REGISTRY)
+
+
+CONFIG = register("config.yaml", "the resolved config, headed by the elr/torch/numpy versions")
+NOISY_LABELS = register("noisy_labels.npy", "the training labels used (whole training set before the split)")
+NOISE = register("noise.json", "realised noise rate, per-class rates, confusion matrix, validation indices")
+CLASSES = register("classes.json", "class names in label order and the mapping of labels given as names")
+SWEEP_RECORD = register("sweep.json", "the sweep, method label and grid settings of a sweep's run")
+METRICS = register("metrics.jsonl", "one JSON object per epoch")
+CHECKPOINT = register("checkpoint.pt", "everything needed to continue, written atomically every epoch")
+SUMMARY = register("summary.json", "last and selected results, best test accuracy, noise, versions")
+ACCURACY_PLOT = register("accuracy.png", "training, validation and test accuracy per epoch")
+MEMORIZATION_PLOT = register("memorization.png", "the memorization fractions per epoch (Figure 1)")
+GRADIENT_PLOT = register("gradient_terms.png", "the gradient terms per epoch (Figure 2)")
+TRANSITION = register("transition.npy", "two-stage Forward: the estimated transition matrix")
+STAGE1 = register("stage1_ce", "two-stage Forward: the cross-entropy run that estimates T (a run directory)")
+
+# the first line of every config.yaml written here: it tells a run's config from a user's own file
+_HEADER = "# elr "
+# a run's config keys that may differ between runs of the same results (devices and speed switches)
+RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "eval_batch_size")
+
+
+# ---- status ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """What a folder holds: ``state`` is one of :data:`STATUSES`.
+
+    ``reason`` says why a folder is foreign; ``extra`` lists the files of a run with a checkpoint
+    that are not a run's (left alone); ``epochs_done`` counts the epochs in ``metrics.jsonl`` and
+    ``epochs`` is what the run's config asks for (None when unknown).
+    """
+
+    path: Path
+    state: str
+    reason: str = ""
+    extra: tuple[str, ...] = ()
+    epochs_done: int = 0
+    epochs: int | None = None
+
+
+def status(run_dir: str | Path) -> RunStatus:
+    """The status of ``run_dir`` (see the module docstring); reads file names and small files only."""
+    path = Path(run_dir)
+    if not path.exists():
+        return RunStatus(path, NEW)
+    if not path.is_dir():
+        return RunStatus(path, FOREIGN, "is a file, not a folder")
+    entries = sorted(os.listdir(path))
+    if not entries:
+        return RunStatus(path, NEW)
+    foreign = tuple(e for e in entries if not _is_ours(path, e))
+    if _is_our_config(path / CONFIG):
+        epochs, done = _configured_epochs(path), len(read_metrics(path))
+        summary = read_summary(path)
+        # a finished run stays finished when its checkpoint is deleted to save space
+        if epochs is not None and summary is not None and summary.get("epochs", 0) >= epochs:
+            return RunStatus(path, FINISHED, extra=foreign, epochs_done=done, epochs=epochs)
+        if has_checkpoint(path):
+            return RunStatus(path, RESUMABLE, extra=foreign, epochs_done=done, epochs=epochs)
+        if done:
+            return RunStatus(path, FOREIGN, f"holds {done} epoch(s) of a run whose {CHECKPOINT} is gone: it can "
+                                            "neither be resumed nor replaced without losing them", epochs_done=done,
+                             epochs=epochs)
+    if foreign:
+        return RunStatus(path, FOREIGN, f"holds {foreign[0]!r}, which is not a file of an elr run")
+    stage1_started = (path / STAGE1).is_dir() and status(path / STAGE1).state != NEW
+    if (path / CONFIG).is_file() or stage1_started or all(e.startswith(".") for e in entries):
+        return RunStatus(path, UNSTARTED, epochs=_configured_epochs(path))
+    shown = next(e for e in entries if not e.startswith("."))
+    return RunStatus(path, FOREIGN, f"holds {shown!r} but no {CONFIG} written by elr, so it is not a run")
+
+
+def _is_ours(path: Path, name: str) -> bool:
+    if name == CONFIG:
+        return _is_our_config(path / name)
+    if name == STAGE1:
+        return (path / name).is_dir() and status(path / name).state != FOREIGN
+    if not (path / name).is_file():
+        return False
+    if name in _REGISTRY:
+        return True
+    # the temporary file of an atomic write killed halfway: ".<name>.<random>"
+    return name.startswith(".") and any(name.startswith(f".{known}.") for known in _REGISTRY)
+
+
+def _is_our_config(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.readline(64).startswith(_HEADER.encode())
+    except OSError:
+        return False
+
+
+def _configured_epochs(path: Path) -> int | None:
+    try:
+        return read_config(path).optim.epochs
+    except (ConfigError, OSError):
+        return None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What bringing a folder to the end of a config takes.
+
+    ``action`` is ``train`` (new), ``restart`` (unstarted: cleared and trained again, whatever
+    config its files hold), ``resume`` (resumable, same config), ``skip`` (finished, same config)
+    or ``refuse`` (foreign, or a run of another config; ``reason`` says which).
+    """
+
+    action: str
+    status: RunStatus
+    reason: str = ""
+
+
+def decide(config: Config, run_dir: str | Path) -> Decision:
+    """Whether ``run_dir`` is trained, restarted, resumed, skipped or refused for ``config``."""
+    st = status(run_dir)
+    if st.state == FOREIGN:
+        return Decision("refuse", st, st.reason)
+    if st.state in (NEW, UNSTARTED):
+        return Decision("train" if st.state == NEW else "restart", st)
+    try:
+        stored = read_config(st.path)
+    except (ConfigError, OSError) as err:
+        return Decision("refuse", st, f"holds a run whose {CONFIG} cannot be read ({err})")
+    differ = config_difference(config, stored)
+    if differ:
+        return Decision("refuse", st, f"holds a run of another config (differs in: {', '.join(differ)})")
+    return Decision("resume" if st.state == RESUMABLE else "skip", st)
+
+
+def config_difference(config: Config, stored: Config | dict[str, Any]) -> list[str]:
+    """Top-level keys in which two configs differ, the runtime keys (:data:`RUNTIME_KEYS`) ignored.
+
+    A stored mapping is first completed with the defaults of sections added since it was written;
+    one holding a key since removed is compared as it is, which reports the difference.
+    """
+    if isinstance(stored, Config):
+        stored = stored.to_dict()
+    else:
+        try:
+            stored = Config.from_dict(stored).to_dict()
+        except ConfigError:
+            pass
+    current = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_KEYS}
+    stored = {k: v for k, v in stored.items() if k not in RUNTIME_KEYS}
+    return sorted(k for k in set(current) | set(stored) if current.get(k) != stored.get(k))
+
+
+def clear(run_dir: str | Path) -> None:
+    """Remove the files of an unstarted run so that it starts over; ``stage1_ce/`` is kept.
+
+    The stage-1 run of a two-stage Forward run is a run directory of its own that resumes itself;
+    files that are not ours are never touched.
+    """
+    path = Path(run_dir)
+    st = status(path)
+    if st.state != UNSTARTED:
+        raise ValueError(f"{path} is {st.state}, not unstarted: only an unstarted run is cleared")
+    for name in os.listdir(path):
+        if name != STAGE1 and _is_ours(path, name):
+            (path / name).unlink()
+
+
+def foreign_entries(folder: str | Path, allowed: tuple[str, ...]) -> list[str]:
+    """Names in ``folder`` (absent: none) other than ``allowed`` and their atomic-write leftovers."""
+    path = Path(folder)
+    if not path.exists():
+        return []
+    if not path.is_dir():
+        return [path.name]
+    return sorted(e for e in os.listdir(path)
+                  if e not in allowed and not any(e.startswith(f".{a}.") for a in allowed))
+
+
+# ---- readers and writers ------------------------------------------------------------------------
+
+
+def write_config(run_dir: str | Path, config: Config) -> None:
+    header = f"{_HEADER}{__version__}, torch {torch.__version__}, numpy {np.__version__}\n"
+    atomic_write_text(Path(run_dir) / CONFIG, header + config.to_yaml())
+
+
+def read_config(run_dir: str | Path) -> Config:
+    """The run's config; FileNotFoundError when ``run_dir`` holds none."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: {CONFIG} is missing")
+    return Config.load(path)
+
+
+def config_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CONFIG
+
+
+def write_noisy_labels(run_dir: str | Path, labels: np.ndarray) -> None:
+    atomic_write_bytes(Path(run_dir) / NOISY_LABELS, _npy_bytes(np.asarray(labels, dtype=np.int64)))
+
+
+def read_noisy_labels(run_dir: str | Path) -> np.ndarray:
+    return np.load(Path(run_dir) / NOISY_LABELS, allow_pickle=False)
+
+
+def write_noise(run_dir: str | Path, info: dict[str, Any]) -> None:
+    atomic_write_text(Path(run_dir) / NOISE, json.dumps(info) + "\n")
+
+
+def read_noise(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / NOISE).read_text())
+
+
+def write_classes(run_dir: str | Path, class_names: list[str], label_to_index: dict[str, int] | None) -> None:
+    """The class names in label order, and the mapping of labels written as names (CSV lists)."""
+    record: dict[str, Any] = {"class_names": list(class_names)}
+    if label_to_index is not None:
+        record["label_to_index"] = dict(label_to_index)
+    atomic_write_text(Path(run_dir) / CLASSES, json.dumps(record, indent=2) + "\n")
+
+
+def read_classes(run_dir: str | Path) -> dict[str, Any] | None:
+    return _read_json(Path(run_dir) / CLASSES)
+
+
+def write_sweep_record(run_dir: str | Path, record: dict[str, Any]) -> None:
+    atomic_write_text(Path(run_dir) / SWEEP_RECORD, json.dumps(record, indent=2) + "\n")
+
+
+def read_sweep_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's ``sweep.json``; None when it was not trained by a sweep (or the file is unreadable)."""
+    return _read_json(Path(run_dir) / SWEEP_RECORD)
+
+
+def write_metrics(run_dir: str | Path, history: list[dict[str, Any]]) -> None:
+    atomic_write_text(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records; [] when there are none. A line cut short (an older, non-atomic write) is skipped."""
+    path = Path(run_dir) / METRICS
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def metrics_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / METRICS
+
+
+def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> Path:
+    path = Path(run_dir) / SUMMARY
+    atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+    return path
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's summary; None before the run finished a session (or when it is unreadable)."""
+    summary = _read_json(Path(run_dir) / SUMMARY)
+    return summary if isinstance(summary, dict) else None
+
+
+def find_summaries(folder: str | Path) -> list[Path]:
+    """Every run summary under ``folder``, recursively, sorted."""
+    return sorted(Path(folder).rglob(SUMMARY))
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any]) -> None:
+    _save_checkpoint(Path(run_dir) / CHECKPOINT, state)
+
+
+def load_checkpoint(run_dir: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    return _load_checkpoint(Path(run_dir) / CHECKPOINT, map_location=map_location)
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / CHECKPOINT).is_file()
+
+
+def save_transition(run_dir: str | Path, matrix: np.ndarray) -> Path:
+    path = Path(run_dir) / TRANSITION
+    atomic_write_bytes(path, _npy_bytes(np.asarray(matrix)))
+    return path
+
+
+def load_transition(run_dir: str | Path) -> np.ndarray:
+    path = Path(run_dir) / TRANSITION
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: {TRANSITION} is missing; the Forward run cannot be rebuilt")
+    return np.load(path, allow_pickle=False)
+
+
+def has_transition(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / TRANSITION).is_file()
+
+
+def stage1_dir(run_dir: str | Path) -> Path:
+    """The folder of a two-stage Forward run's cross-entropy stage (itself a run directory)."""
+    return Path(run_dir) / STAGE1
+
+
+def plot_paths(folder: str | Path) -> dict[str, Path]:
+    """Where a run's figures go: ``accuracy``, ``memorization`` and ``gradient_terms``."""
+    folder = Path(folder)
+    return {"accuracy": folder / ACCURACY_PLOT, "memorization": folder / MEMORIZATION_PLOT,
+            "gradient_terms": folder / GRADIENT_PLOT}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array, allow_pickle=False)
+    return out.getvalue()
