@@ -231,6 +231,8 @@ def foreign_entries(folder: str | Path, allowed: tuple[str, ...]) -> list[str]:
 
 
 def write_config(run_dir: str | Path, config: Config) -> None:
+    """Create the folder and write the config first: its header marks the folder as a run."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     header = f"{_HEADER}{__version__}, torch {torch.__version__}, numpy {np.__version__}\n"
     atomic_write_text(Path(run_dir) / CONFIG, header + config.to_yaml())
 

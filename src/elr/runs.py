@@ -370,8 +370,7 @@ def _train(config: Config, run_dir: Path, progress: Progress | None, device: str
 
 def _write_run_files(config: Config, prepared: PreparedData, run_dir: Path,
                      sweep_record: dict[str, Any] | None) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_config(run_dir, config)  # first: it marks the folder as a run
+    rundir.write_config(run_dir, config)  # first: it creates the folder and marks it as a run
     rundir.write_noisy_labels(run_dir, prepared.noisy_labels)
     noise_info = {**prepared.noise_summary, "type": config.noise.type, "rate": config.noise.rate,
                   **({"label_set": config.noise.label_set} if config.noise.label_set else {}),
