@@ -352,3 +352,13 @@ def test_train_into_a_run_changes_nothing_and_names_the_command(tmp_path, capsys
         f"{out} holds an unfinished run (2 of 2 epochs recorded); continue it with `elr train --resume {out}`, "
         "or choose another --out")
     assert snapshot(out) == resumable
+
+
+def test_the_readme_table_names_every_run_file():
+    readme = (SRC.parents[1] / "README.md").read_text()
+    table = readme.split("### The run directory", 1)[1].split("**What `--out` does", 1)[0]
+    first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    listed = {name for cell in first_cells for name in re.findall(r"`([\w.]+)/?`", cell)}
+    assert set(rundir.run_files()) == listed
+    for state in rundir.STATUSES:  # and the status table names every status
+        assert f"| `{state}` |" in readme

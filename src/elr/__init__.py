@@ -19,7 +19,8 @@ from .losses import (  # noqa: E402
 )
 from .elr_plus import ELRPlus  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
-from .runs import evaluate_run, resume, train  # noqa: E402
+from . import rundir  # noqa: E402
+from .runs import evaluate_run, resume, train, train_or_resume  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -42,7 +43,9 @@ __all__ = [
     "ELRPlus",
     "create_model",
     "list_models",
+    "rundir",
     "train",
+    "train_or_resume",
     "resume",
     "evaluate_run",
 ]
