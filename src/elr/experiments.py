@@ -565,7 +565,7 @@ def run_sweep(
         if run.status == "done":
             finish(run, {"result": "skipped"})
     threads = max(1, available_cores() // jobs) if jobs > 1 else None
-    tasks = [(run, {"run_dir": str(run.run_dir), "status": run.status, "config": run.spec.config.to_dict(),
+    tasks = [(run, {"run_dir": str(run.run_dir), "config": run.spec.config.to_dict(),
                     "sweep_info": run.spec.sweep_info(sweep.name), "device": device, "threads": threads})
              for run in plan.pending]
     if jobs == 1:

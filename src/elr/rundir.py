@@ -102,8 +102,9 @@ def status(run_dir: str | Path) -> RunStatus:
     entries = sorted(os.listdir(path))
     if not entries:
         return RunStatus(path, NEW)
-    foreign = tuple(e for e in entries if not _is_ours(path, e))
-    if _is_our_config(path / CONFIG):
+    own_config = _is_our_config(path / CONFIG)
+    foreign, stage1 = _not_ours(path, entries, own_config)
+    if own_config:
         epochs, done = _configured_epochs(path), len(read_metrics(path))
         summary = read_summary(path)
         # a finished run stays finished when its checkpoint is deleted to save space
@@ -117,24 +118,29 @@ def status(run_dir: str | Path) -> RunStatus:
                              epochs=epochs)
     if foreign:
         return RunStatus(path, FOREIGN, f"holds {foreign[0]!r}, which is not a file of an elr run")
-    stage1_started = (path / STAGE1).is_dir() and status(path / STAGE1).state != NEW
-    if (path / CONFIG).is_file() or stage1_started or all(e.startswith(".") for e in entries):
+    if own_config or stage1 not in (None, NEW) or all(e.startswith(".") for e in entries):
         return RunStatus(path, UNSTARTED, epochs=_configured_epochs(path))
     shown = next(e for e in entries if not e.startswith("."))
     return RunStatus(path, FOREIGN, f"holds {shown!r} but no {CONFIG} written by elr, so it is not a run")
 
 
-def _is_ours(path: Path, name: str) -> bool:
-    if name == CONFIG:
-        return _is_our_config(path / name)
-    if name == STAGE1:
-        return (path / name).is_dir() and status(path / name).state != FOREIGN
-    if not (path / name).is_file():
-        return False
-    if name in _REGISTRY:
-        return True
-    # the temporary file of an atomic write killed halfway: ".<name>.<random>"
-    return name.startswith(".") and any(name.startswith(f".{known}.") for known in _REGISTRY)
+def _not_ours(path: Path, entries: list[str], own_config: bool) -> tuple[tuple[str, ...], str | None]:
+    """The entries of ``path`` that are not a run's, and the status of its ``stage1_ce/`` (None: absent)."""
+    stage1 = status(path / STAGE1).state if (path / STAGE1).is_dir() else None
+
+    def ours(name: str) -> bool:
+        if name == CONFIG:
+            return own_config
+        if name == STAGE1:
+            return stage1 not in (None, FOREIGN)
+        return (path / name).is_file() and (name in _REGISTRY or _is_leftover(name, _REGISTRY))
+
+    return tuple(e for e in entries if not ours(e)), stage1
+
+
+def _is_leftover(name: str, names) -> bool:
+    """The temporary file of an atomic write of one of ``names`` killed halfway: ``.<name>.<random>``."""
+    return name.startswith(".") and any(name.startswith(f".{known}.") for known in names)
 
 
 def _is_our_config(path: Path) -> bool:
@@ -211,8 +217,10 @@ def clear(run_dir: str | Path) -> None:
     st = status(path)
     if st.state != UNSTARTED:
         raise ValueError(f"{path} is {st.state}, not unstarted: only an unstarted run is cleared")
-    for name in os.listdir(path):
-        if name != STAGE1 and _is_ours(path, name):
+    entries = os.listdir(path)
+    foreign, _ = _not_ours(path, entries, _is_our_config(path / CONFIG))
+    for name in entries:
+        if name != STAGE1 and name not in foreign:
             (path / name).unlink()
 
 
@@ -223,8 +231,7 @@ def foreign_entries(folder: str | Path, allowed: tuple[str, ...]) -> list[str]:
         return []
     if not path.is_dir():
         return [path.name]
-    return sorted(e for e in os.listdir(path)
-                  if e not in allowed and not any(e.startswith(f".{a}.") for a in allowed))
+    return sorted(e for e in os.listdir(path) if e not in allowed and not _is_leftover(e, allowed))
 
 
 # ---- readers and writers ------------------------------------------------------------------------
@@ -304,10 +311,6 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
-
-
-def metrics_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / METRICS
 
 
 def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> Path:
