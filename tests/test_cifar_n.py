@@ -239,3 +239,19 @@ def test_report_names_the_label_set(cifar_like, tmp_path):
     header = next(line for line in report.markdown().splitlines() if line.startswith("| method"))
     assert header == "| method | cifar10n aggregate | cifar10n worst |"
     assert noise_column("symmetric", 0.4) == "sym 40%" and noise_column("cifar10n", 0.0) == "cifar10n"
+
+
+def test_detect_scores_cifar10n_labels_against_the_clean_ones(cifar_like, tmp_path, capsys):
+    from elr.cli import main
+    from elr.rundir import read_true_labels
+
+    npz, labels = cifar_like
+    out = tmp_path / "run"
+    train(config(npz, label_set="worst"), out)
+    np.testing.assert_array_equal(read_true_labels(out), labels["clean_label"])
+    assert main(["detect", str(out), "--top", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "against the true labels (80 of 200 wrong): AUROC" in text
+    rows = (out / "label_issues.csv").read_text().splitlines()
+    assert rows[0].split(",")[:6] == ["index", "given_label", "suggested_label", "score", "is_issue", "source"]
+    assert len(rows) == 201

@@ -450,3 +450,41 @@ def test_val_fraction_splits_the_file_list_by_noisy_label(tmp_path):
     folder = image_folder(tmp_path / "f", val=1)
     with pytest.raises(ConfigError, match="has its own validation set"):
         prepare_data(small_run("image_folder", folder, "data.val_fraction=0.2"))
+
+
+def test_detect_on_a_csv_list_names_each_file_and_line(tmp_path):
+    import csv as csv_module
+
+    from elr import detect_label_issues, rundir
+
+    root = csv_tree(tmp_path / "data", n_train=15)
+    out = tmp_path / "run"
+    train(small_run("csv", root, "data.label_file=train.csv", "data.test_label_file=test.csv",
+                    "data.val_fraction=0.2", "optim.epochs=3"), out)
+    table = detect_label_issues(out)
+    val = rundir.read_noise(out)["val_indices"]
+    assert len(val) == 3 and sorted(table["index"].tolist()) == list(range(15))
+    for i, path, line, source in zip(table["index"], table["path"], table["line"], table["source"]):
+        assert path == str(root / "img" / f"train{i}.png") and line == i + 2  # line 1 is the header
+        assert source == ("held_out_model" if i in val else "targets")
+    given = dict(zip(table["index"].tolist(), table["given_class"]))
+    assert given[0] == "apple" and table["true_label"][table["index"] == 0][0] == 2  # zebra, the one wrong label
+    assert rundir.read_true_labels(out).tolist() == [2, 0, 1] * 5
+    with open(out / "examples.csv", newline="") as f:
+        rows = list(csv_module.DictReader(f))
+    assert rows[4] == {"index": "4", "path": str(root / "img" / "train4.png"), "line": "6"}
+
+
+def test_detect_on_a_folder_lists_an_unreadable_image_last_without_a_verdict(tmp_path):
+    from elr import detect_label_issues, rundir
+
+    root = image_folder(tmp_path / "data")
+    (root / "train" / "dog" / "1.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "run"
+    train(small_run("image_folder", root, "data.decode_errors=skip", "optim.epochs=1"), out)
+    table = detect_label_issues(out)
+    assert table["source"].tolist() == ["targets"] * 11 + ["unreadable"]
+    assert table["path"][-1] == str(root / "train" / "dog" / "1.png") and "line" not in table
+    assert np.isnan(table["score"][-1]) and not table["is_issue"][-1]
+    assert np.isfinite(table["score"][:-1]).all()
+    assert rundir.read_true_labels(out) is None and "true_label" not in table  # the folder's labels as given

@@ -114,14 +114,14 @@ def test_foreign_folders_are_named(tmp_path, files, named):
 
 
 def test_registered_names_are_ours_and_stage1_counts_as_started(tmp_path):
-    (tmp_path / "label_issues.csv").write_text("index,score\n")
+    (tmp_path / "later_feature.bin").write_bytes(b"x")
     rundir.write_config(tmp_path, config())
     assert rundir.status(tmp_path).state == rundir.FOREIGN
     try:
-        rundir.register("label_issues.csv", "a later feature's file")
+        rundir.register("later_feature.bin", "a later feature's file")
         assert rundir.status(tmp_path).state == rundir.UNSTARTED
     finally:
-        rundir._REGISTRY.pop("label_issues.csv")
+        rundir._REGISTRY.pop("later_feature.bin")
     with pytest.raises(ValueError, match="plain, visible name"):
         rundir.register("a/b", "nested")
     # a two-stage run killed in stage 1: only stage1_ce/ (itself a run) exists

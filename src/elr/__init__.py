@@ -21,6 +21,14 @@ from .elr_plus import ELRPlus  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
 from . import rundir  # noqa: E402
 from .runs import evaluate_run, resume, train, train_or_resume  # noqa: E402
+from .label_issues import (  # noqa: E402
+    detection_quality,
+    flag_label_issues,
+    label_issue_table,
+    label_quality_scores,
+    suggest_labels,
+)
+from .detect import detect_label_issues  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -48,4 +56,10 @@ __all__ = [
     "train_or_resume",
     "resume",
     "evaluate_run",
+    "label_quality_scores",
+    "flag_label_issues",
+    "suggest_labels",
+    "label_issue_table",
+    "detection_quality",
+    "detect_label_issues",
 ]

@@ -253,6 +253,71 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    from .detect import detect_label_issues, label_issue_report
+    from .rundir import write_label_issues
+
+    if args.top < 0:
+        raise ValueError(f"--top must be a count >= 0, got {args.top}")
+    if args.threshold is not None and args.rule == "argmax":
+        raise ValueError("--threshold applies to --rule threshold (the argmax rule has no threshold)")
+    if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
+        raise ValueError(f"--threshold must lie in (0, 1], got {args.threshold}")
+    rule = args.rule or ("threshold" if args.threshold is not None else "argmax")
+    threshold = 0.5 if args.threshold is None else args.threshold
+    table = detect_label_issues(args.run_dir, score=args.score, rule=rule, threshold=threshold)
+    report = label_issue_report(args.run_dir, table)
+    path = write_label_issues(args.run_dir, table)
+    n, flagged, src = len(table["index"]), report["flagged"], report["sources"]
+    where = [f"ELR targets for {src['targets']}"]
+    if src["held_out_model"]:
+        where.append(f"the final model's held-out predictions for {src['held_out_model']}")
+    if src["unreadable"]:
+        where.append(f"no verdict for {src['unreadable']} unreadable images")
+    print(f"{n} training labels of {args.run_dir}: " + ", ".join(where))
+    how = "another class more probable than the label" if rule == "argmax" else f"{args.score} < {threshold:g}"
+    print(f"flagged {flagged} ({100 * flagged / max(n, 1):.1f}%) by --rule {rule} ({how})")
+    if args.top and flagged:
+        print(f"\nmost likely wrong ({args.score}, lower is more suspect):")
+        _print_suspects(table, min(args.top, flagged))
+    print("\nflagged per given class:")
+    width = max(5, *(len(_class_text(r["label"], r["name"])) for r in report["per_class"]))
+    print(f"  {'class':<{width}}  {'labels':>7}  {'flagged':>7}  {'share':>6}")
+    for r in report["per_class"]:
+        share = f"{100 * r['flagged'] / r['examples']:.1f}%" if r["examples"] else "-"
+        print(f"  {_class_text(r['label'], r['name']):<{width}}  {r['examples']:>7}  {r['flagged']:>7}  {share:>6}")
+    q = report["quality"]
+    if q is not None:
+        def text(v):
+            return "n/a" if v is None else f"{v:.3f}"
+        print(f"\nagainst the true labels ({q['wrong']} of {q['examples']} wrong): AUROC {text(q['auroc'])}, "
+              f"average precision {text(q['average_precision'])}, flags: precision {text(q['precision'])}, "
+              f"recall {text(q['recall'])}")
+    print(f"wrote {path}")
+    return 0
+
+
+def _class_text(label: int, name: str | None) -> str:
+    return str(label) if name is None or name == str(label) else f"{label} {name}"
+
+
+def _print_suspects(table: dict[str, Any], k: int) -> None:
+    named = "given_class" in table
+    rows = []
+    for i in range(k):
+        given = _class_text(int(table["given_label"][i]), table["given_class"][i] if named else None)
+        suggested = _class_text(int(table["suggested_label"][i]), table["suggested_class"][i] if named else None)
+        where = str(table["path"][i]) if "path" in table else ""
+        if "line" in table:
+            where += f" (line {int(table['line'][i])})"
+        rows.append((str(i + 1), str(int(table["index"][i])), given, suggested,
+                     f"{table['score'][i]:.4g}", str(table["source"][i]), where))
+    header = ("rank", "index", "given", "suggested", "score", "source", "file" if "path" in table else "")
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+    for r in [header, *rows]:
+        print("  " + "  ".join(v.rjust(w) if c < 2 else v.ljust(w) for c, (v, w) in enumerate(zip(r, widths))).rstrip())
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .experiments import build_report, write_report
 
@@ -318,6 +383,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="last epoch (default); selected by noisy validation; best test accuracy (selects on test: papers only)")
     p.add_argument("--out", help="where report.md/.csv/.png go (default: the first DIR)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("detect", help="rank the training labels most likely wrong, from a finished ELR run")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished single-network ELR run (loss.name: elr)")
+    p.add_argument("--top", type=int, default=20, help="suspects to print (default 20; the CSV lists every example)")
+    p.add_argument("--rule", choices=("argmax", "threshold"),
+                   help="flag when another class is more probable than the label (argmax, the default), or "
+                        "when the score is below --threshold")
+    p.add_argument("--threshold", type=float, help="score below which a label is flagged (implies --rule "
+                                                   "threshold; default 0.5)")
+    p.add_argument("--score", choices=("self_confidence", "normalized_margin"), default="self_confidence",
+                   help="self_confidence: the probability of the given label (default); normalized_margin: "
+                        "(that minus the largest other + 1) / 2")
+    p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("theory", help="the linear model of Section 3: early learning, then memorization")
     p.add_argument("--out", default="runs/theory")

@@ -17,6 +17,7 @@ files to a run extend, so their runs never read as foreign.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -65,6 +66,16 @@ MEMORIZATION_PLOT = register("memorization.png", "the memorization fractions per
 GRADIENT_PLOT = register("gradient_terms.png", "the gradient terms per epoch (Figure 2)")
 TRANSITION = register("transition.npy", "two-stage Forward: the estimated transition matrix")
 STAGE1 = register("stage1_ce", "two-stage Forward: the cross-entropy run that estimates T (a run directory)")
+TARGETS = register("targets.npy", "single-network ELR: each training example's target (float32 (N, C), rows sum "
+                   "to 1, noisy_labels.npy order); rows without one hold the final model's held-out prediction")
+TARGET_SOURCES = register("target_sources.npy", "where each row of targets.npy comes from (uint8 codes of "
+                          "TARGET_SOURCE_NAMES: targets, held_out_model, unreadable)")
+TRUE_LABELS = register("true_labels.npy", "the clean labels when known (synthetic noise, CIFAR-N, a true_label column)")
+EXAMPLES = register("examples.csv", "image-file data: each training example's path (and list-file line)")
+LABEL_ISSUES = register("label_issues.csv", "`elr detect`: every training example's verdict, most likely wrong first")
+# the row sources of targets.npy, in code order: an ELR target; the final model's prediction of an
+# example it never trained on (the validation split, or never drawn); an image that could not be read
+TARGET_SOURCE_NAMES = ("targets", "held_out_model", "unreadable")
 
 # the first line of every config.yaml written here: it tells a run's config from a user's own file
 _HEADER = "# elr "
@@ -362,6 +373,80 @@ def has_transition(run_dir: str | Path) -> bool:
 def stage1_dir(run_dir: str | Path) -> Path:
     """The folder of a two-stage Forward run's cross-entropy stage (itself a run directory)."""
     return Path(run_dir) / STAGE1
+
+
+def write_targets(run_dir: str | Path, probs: np.ndarray, sources: np.ndarray) -> None:
+    """``targets.npy`` (float32 (N, C)) and ``target_sources.npy``: each row's source name, one of
+    TARGET_SOURCE_NAMES, stored as its uint8 position. The sources go first: a run killed between
+    the two writes has no targets.npy and is detected as a run without them."""
+    lookup = {name: code for code, name in enumerate(TARGET_SOURCE_NAMES)}
+    codes = np.array([lookup[name] for name in np.asarray(sources).tolist()], dtype=np.uint8)
+    atomic_write_bytes(Path(run_dir) / TARGET_SOURCES, _npy_bytes(codes))
+    atomic_write_bytes(Path(run_dir) / TARGETS, _npy_bytes(np.asarray(probs, dtype=np.float32)))
+
+
+def read_targets(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(targets float32 (N, C), sources str (N,))``; None when the run has no targets.npy."""
+    path = Path(run_dir) / TARGETS
+    if not path.is_file():
+        return None
+    codes = np.load(Path(run_dir) / TARGET_SOURCES, allow_pickle=False)
+    return np.load(path, allow_pickle=False), np.array(TARGET_SOURCE_NAMES)[codes]
+
+
+def write_true_labels(run_dir: str | Path, labels: np.ndarray) -> None:
+    atomic_write_bytes(Path(run_dir) / TRUE_LABELS, _npy_bytes(np.asarray(labels, dtype=np.int64)))
+
+
+def read_true_labels(run_dir: str | Path) -> np.ndarray | None:
+    """The clean labels; None when the run does not know them."""
+    path = Path(run_dir) / TRUE_LABELS
+    return np.load(path, allow_pickle=False) if path.is_file() else None
+
+
+def write_examples(run_dir: str | Path, paths: list[str], lines: np.ndarray | None) -> None:
+    """``examples.csv``: ``index,path`` (and ``line``, the 1-based line of a CSV list) per training example."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["index", "path", *(["line"] if lines is not None else [])])
+    for i, path in enumerate(paths):
+        writer.writerow([i, path, *([int(lines[i])] if lines is not None else [])])
+    atomic_write_text(Path(run_dir) / EXAMPLES, out.getvalue())
+
+
+def read_examples(run_dir: str | Path) -> dict[str, np.ndarray] | None:
+    """``{"path": str (N,), "line": int64 (N,) when listed}`` from examples.csv; None without one."""
+    path = Path(run_dir) / EXAMPLES
+    if not path.is_file():
+        return None
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    out = {"path": np.array([r[1] for r in body], dtype=object)}
+    if "line" in header:
+        out["line"] = np.array([int(r[2]) for r in body], dtype=np.int64)
+    return out
+
+
+def write_label_issues(run_dir: str | Path, columns: dict[str, np.ndarray]) -> Path:
+    """``label_issues.csv``: one row per example, the columns in the given order; floats to 6 significant digits."""
+    names = list(columns)
+    cells = []
+    for name in names:
+        values = np.asarray(columns[name])
+        if values.dtype == bool:
+            cells.append(["True" if v else "False" for v in values.tolist()])  # pandas reads these as bool
+        elif np.issubdtype(values.dtype, np.floating):
+            cells.append([f"{v:.6g}" for v in values.tolist()])
+        else:
+            cells.append([str(v) for v in values.tolist()])
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(names)
+    writer.writerows(zip(*cells))
+    path = Path(run_dir) / LABEL_ISSUES
+    atomic_write_text(path, out.getvalue())
+    return path
 
 
 def plot_paths(folder: str | Path) -> dict[str, Path]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, noise, rundir
+from . import __version__, detect, noise, rundir
 from .distributed import Distributed, attach_target_sync, init_from_env
 from .config import FILE_DATASETS, Config, ConfigError
 from .data import InMemoryDataset, read_dataset, stratified_split
@@ -510,6 +510,8 @@ def _join_process_group(config: Config, device: str | None) -> Distributed | Non
 def _finish(config: Config, prepared: PreparedData, engine: Engine, run_dir: Path, main: bool = True) -> dict[str, Any]:
     start = time.perf_counter()
     history = engine.fit()
+    if detect.missing_targets_reason(config) is None:  # before the summary: a kill here leaves it resumable
+        detect.save_label_evidence(run_dir, config, engine.method, prepared, write=main)
     summary = summarize(history, config, prepared)
     if estimates_transition(config):
         summary["transition_estimate"] = _estimate_report(config, prepared, rundir.load_transition(run_dir))
