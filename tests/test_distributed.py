@@ -222,6 +222,11 @@ def test_two_processes_match_one_process(tmp_path):
     for a, b in zip(one_hist, two_hist):  # training loss and accuracy are reduced over both ranks
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-4 and abs(a["train_acc"] - b["train_acc"]) < 2e-3
     assert not (tmp_path / "ddp" / "run" / "rank1").exists()
+    # rank 0 writes the label-issue evidence: the gathered targets (and held-out rows) of the whole set
+    from elr.rundir import read_targets
+
+    (p1, s1), (p2, s2) = read_targets(tmp_path / "single"), read_targets(tmp_path / "ddp" / "run")
+    assert p1.shape == p2.shape and (s1 == s2).all() and np.abs(p1 - p2).max() < 1e-3
 
 
 def test_elr_plus_two_processes_with_padding(tmp_path):

@@ -234,7 +234,7 @@ def label_issue_report(run_dir: str | Path, table: dict[str, np.ndarray]) -> dic
         ``sources``: examples per source; ``flagged``; ``quality``: :func:`elr.detection_quality`
         against the clean labels (readable examples only), or None when they are unknown.
     """
-    num_classes = int(rundir.read_targets(run_dir)[0].shape[1])
+    num_classes = int(rundir.read_targets(run_dir, mmap=True)[0].shape[1])
     names = (rundir.read_classes(run_dir) or {}).get("class_names") or []
     counts = issues_per_class(table["given_label"], table["is_issue"], num_classes)
     per_class = [{"label": c, "name": names[c] if len(names) == num_classes else None,

@@ -385,13 +385,16 @@ def write_targets(run_dir: str | Path, probs: np.ndarray, sources: np.ndarray) -
     atomic_write_bytes(Path(run_dir) / TARGETS, _npy_bytes(np.asarray(probs, dtype=np.float32)))
 
 
-def read_targets(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(targets float32 (N, C), sources str (N,))``; None when the run has no targets.npy."""
+def read_targets(run_dir: str | Path, *, mmap: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(targets float32 (N, C), sources str (N,))``; None when the run has no targets.npy.
+
+    ``mmap``: map the targets read-only instead of reading them (their shape costs nothing then).
+    """
     path = Path(run_dir) / TARGETS
     if not path.is_file():
         return None
     codes = np.load(Path(run_dir) / TARGET_SOURCES, allow_pickle=False)
-    return np.load(path, allow_pickle=False), np.array(TARGET_SOURCE_NAMES)[codes]
+    return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None), np.array(TARGET_SOURCE_NAMES)[codes]
 
 
 def write_true_labels(run_dir: str | Path, labels: np.ndarray) -> None:
