@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from elr import detect_label_issues, rundir
+from elr import detect_label_issues, read_dataset, rundir
 from elr.cli import main
 from elr.config import Config
 from elr.detect import missing_targets_reason
@@ -159,6 +159,9 @@ def test_targets_file_holds_the_checkpoint_targets_and_held_out_predictions(digi
 
     config = rundir.read_config(digits_run)  # the held-out rows: the final model on the validation inputs
     prepared = prepare_data(config)
+    x_all = torch.as_tensor(read_dataset("digits").x_train).float()  # row k of noisy_labels.npy is input k
+    assert torch.equal(prepared.data.train.inputs.float(), x_all[trained])
+    assert torch.equal(prepared.data.val.inputs.float(), x_all[val])
     model = create_model("mlp", 10, in_features=64, hidden=[256])
     model.load_state_dict(state["method"]["model"])
     model.eval()
@@ -195,7 +198,12 @@ def test_detect_finds_the_flipped_labels(digits_run, capsys):
     q = detection_quality(scores, flagged, wrong)
     assert q["auroc"] > 0.98 and q["precision"] > 0.9 and q["recall"] > 0.85
     assert f"AUROC {q['auroc']:.3f}" in out and f"recall {q['recall']:.3f}" in out
-    assert out.count("held_out_model") + out.count("targets  ") >= 5 and "flagged per given class" in out
+    suspects = out.split("lower is more suspect; flag: argmax rule):\n", 1)[1].splitlines()[1:6]
+    for line, row in zip(suspects, rows[:5]):  # rank, index, given, suggested, score, flag, source
+        cells = line.split()
+        assert cells[1] == row["index"] and cells[5] == ("yes" if row["is_issue"] == "True" else "no")
+        assert cells[6] == row["source"]
+    assert "flagged per given class" in out
 
 
 def test_threshold_rule_and_margin_score(digits_run, capsys):
@@ -230,6 +238,11 @@ def test_runs_without_targets_are_refused_in_one_line(tmp_path, capsys):
     assert "loss.target_storage=topk" in missing_targets_reason(topk)
     assert main(["detect", str(tmp_path / "absent")]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+    unstarted = tmp_path / "unstarted"  # killed before its first checkpoint
+    rundir.write_config(unstarted, digits_config())
+    with pytest.raises(ValueError, match="never reached its first checkpoint: there is nothing to detect; train it "
+                                         "with `elr train --config"):
+        detect_label_issues(unstarted)
 
 
 def test_unfinished_and_older_runs_say_what_to_run(tmp_path, capsys):
@@ -257,6 +270,9 @@ def test_unfinished_and_older_runs_say_what_to_run(tmp_path, capsys):
     after = rundir.read_targets(run)
     assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
     assert json.loads((run / "summary.json").read_text())["epochs"] == 2
+    (run / "target_sources.npy").unlink()
+    with pytest.raises(ValueError, match="targets.npy is there but target_sources.npy is missing"):
+        detect_label_issues(run)
 
 
 def test_no_true_labels_without_noise(tmp_path):

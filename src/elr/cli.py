@@ -277,9 +277,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
     print(f"{n} training labels of {args.run_dir}: " + ", ".join(where))
     how = "another class more probable than the label" if rule == "argmax" else f"{args.score} < {threshold:g}"
     print(f"flagged {flagged} ({100 * flagged / max(n, 1):.1f}%) by --rule {rule} ({how})")
-    if args.top and flagged:
-        print(f"\nmost likely wrong ({args.score}, lower is more suspect):")
-        _print_suspects(table, min(args.top, flagged))
+    readable = int((table["source"] != "unreadable").sum())
+    if args.top and readable:
+        print(f"\nmost likely wrong ({args.score}, lower is more suspect; flag: {rule} rule):")
+        _print_suspects(table, min(args.top, readable))
     print("\nflagged per given class:")
     width = max(5, *(len(_class_text(r["label"], r["name"])) for r in report["per_class"]))
     print(f"  {'class':<{width}}  {'labels':>7}  {'flagged':>7}  {'share':>6}")
@@ -311,8 +312,9 @@ def _print_suspects(table: dict[str, Any], k: int) -> None:
         if "line" in table:
             where += f" (line {int(table['line'][i])})"
         rows.append((str(i + 1), str(int(table["index"][i])), given, suggested,
-                     f"{table['score'][i]:.4g}", str(table["source"][i]), where))
-    header = ("rank", "index", "given", "suggested", "score", "source", "file" if "path" in table else "")
+                     f"{table['score'][i]:.4g}", "yes" if table["is_issue"][i] else "no", str(table["source"][i]),
+                     where))
+    header = ("rank", "index", "given", "suggested", "score", "flag", "source", "file" if "path" in table else "")
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
     for r in [header, *rows]:
         print("  " + "  ".join(v.rjust(w) if c < 2 else v.ljust(w) for c, (v, w) in enumerate(zip(r, widths))).rstrip())

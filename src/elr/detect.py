@@ -59,7 +59,10 @@ def save_label_evidence(run_dir: str | Path, config: Config, method: Any, prepar
     loss = method.elr_loss
     data = prepared.data
     n, num_classes = len(prepared.noisy_labels), data.num_classes
-    train_pos = np.setdiff1d(np.arange(n), prepared.val_indices)  # the training split, in order
+    train_pos = np.setdiff1d(np.arange(n), prepared.val_indices)  # stratified_split's train part: sorted
+    if len(train_pos) != len(data.train):
+        raise RuntimeError(f"the training split holds {len(data.train)} examples, not the {len(train_pos)} "
+                           "positions outside the validation indices")
     rows = loss.target_rows(torch.arange(len(data.train), device=loss.targets.device)).cpu().numpy()
     mass = rows.sum(axis=1, dtype=np.float64)
     trained = mass > 0  # targets start at zero: a row without mass was never trained on
@@ -152,7 +155,8 @@ def detect_label_issues(run_dir: str | Path, *, score: str = "self_confidence", 
     dict of np.ndarray, each of shape (N,), N = the training set (``noisy_labels.npy``)
         ``index`` (int64, position in ``noisy_labels.npy``), ``given_label``, ``suggested_label``
         (int64), ``score`` (float64; NaN for an unreadable image), ``is_issue`` (bool), ``source``
-        (str: ``targets``, ``held_out_model`` or ``unreadable``), ``suggested_confidence`` (float64);
+        (str: ``targets``, ``held_out_model`` or ``unreadable``), ``suggested_confidence`` (float64,
+        NaN for an unreadable image);
         ``given_class`` and ``suggested_class`` (str) when the class names are known;
         ``true_label`` (int64) when the clean labels are known; ``path`` (str) and ``line`` (int64,
         the 1-based line of a CSV list) for image files. Unreadable images come last, never flagged.
@@ -176,6 +180,7 @@ def detect_label_issues(run_dir: str | Path, *, score: str = "self_confidence", 
     unreadable = source == _UNREADABLE
     if unreadable.any():  # a uniform stand-in row: no verdict, listed last
         table["score"][unreadable] = np.nan
+        table["suggested_confidence"][unreadable] = np.nan
         table["is_issue"][unreadable] = False
         table["suggested_label"][unreadable] = table["given_label"][unreadable]
         order = np.argsort(unreadable, kind="stable")
@@ -203,25 +208,33 @@ def _read_evidence(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     if st.state in (rundir.NEW, rundir.FOREIGN):
         raise FileNotFoundError(f"{run_dir} is not a run directory: "
                                 f"{st.reason or ('it does not exist' if not run_dir.exists() else 'it is empty')}")
-    config = rundir.read_config(run_dir)
-    why = missing_targets_reason(config)
+    if st.state == rundir.UNSTARTED:
+        again = (f"; train it with `elr train --config {rundir.config_path(run_dir)} --out {run_dir}`"
+                 if rundir.config_path(run_dir).is_file() else "; train it again with its config")
+        raise ValueError(f"{run_dir} never reached its first checkpoint: there is nothing to detect{again}")
+    why = missing_targets_reason(rundir.read_config(run_dir))
     if why is not None:
         raise ValueError(f"{run_dir} {why}")
-    if st.state == rundir.UNSTARTED:
-        raise ValueError(f"{run_dir} never reached its first checkpoint: there is nothing to detect; train it with "
-                         f"`elr train --config {rundir.config_path(run_dir)} --out {run_dir}`")
     if st.state == rundir.RESUMABLE:
         raise ValueError(f"{run_dir} is unfinished ({st.epochs_done} of {st.epochs or '?'} epochs): `elr detect` reads "
                          f"finished runs (unfinished ones come in a later version); finish it with "
-                         f"`elr train --resume {run_dir}`, then detect")
+                         f"`{_resume_command(run_dir)}`, then detect")
     evidence = rundir.read_targets(run_dir)
     if evidence is None:
         if rundir.has_checkpoint(run_dir):
             raise ValueError(f"{run_dir} finished before elr wrote {rundir.TARGETS}; write it with "
-                             f"`elr train --resume {run_dir}` (a finished run is not trained again), then detect")
+                             f"`{_resume_command(run_dir)}` (a finished run is not trained again), then detect")
         raise ValueError(f"{run_dir} has no {rundir.TARGETS} and its {rundir.CHECKPOINT} was removed, so its targets "
                          f"are lost; train it again to detect label issues")
     return evidence
+
+
+def _resume_command(run_dir: Path) -> str:
+    """The resume command of a run: under torchrun with the same process count when it was trained so."""
+    world = int(rundir.load_checkpoint(run_dir).get("world_size", 1))
+    if world > 1:
+        return f"torchrun --nproc_per_node={world} -m elr train --resume {run_dir}"
+    return f"elr train --resume {run_dir}"
 
 
 def label_issue_report(run_dir: str | Path, table: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -393,8 +393,16 @@ def read_targets(run_dir: str | Path, *, mmap: bool = False) -> tuple[np.ndarray
     path = Path(run_dir) / TARGETS
     if not path.is_file():
         return None
-    codes = np.load(Path(run_dir) / TARGET_SOURCES, allow_pickle=False)
-    return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None), np.array(TARGET_SOURCE_NAMES)[codes]
+    sources_path = Path(run_dir) / TARGET_SOURCES
+    if not sources_path.is_file():
+        raise ValueError(f"{run_dir}: {TARGETS} is there but {TARGET_SOURCES} is missing; the run directory was "
+                         f"altered")
+    codes = np.load(sources_path, allow_pickle=False)
+    targets = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    if targets.ndim != 2 or codes.shape != (len(targets),) or (codes >= len(TARGET_SOURCE_NAMES)).any():
+        raise ValueError(f"{run_dir}: {TARGETS} {targets.shape} and {TARGET_SOURCES} {codes.shape} do not match; "
+                         f"the run directory was altered")
+    return targets, np.array(TARGET_SOURCE_NAMES)[codes]
 
 
 def write_true_labels(run_dir: str | Path, labels: np.ndarray) -> None:
