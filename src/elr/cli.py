@@ -277,7 +277,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     print(f"{n} training labels of {args.run_dir}: " + ", ".join(where))
     how = "another class more probable than the label" if rule == "argmax" else f"{args.score} < {threshold:g}"
     print(f"flagged {flagged} ({100 * flagged / max(n, 1):.1f}%) by --rule {rule} ({how})")
-    readable = int((table["source"] != "unreadable").sum())
+    readable = n - src["unreadable"]
     if args.top and readable:
         print(f"\nmost likely wrong ({args.score}, lower is more suspect; flag: {rule} rule):")
         _print_suspects(table, min(args.top, readable))

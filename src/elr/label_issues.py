@@ -88,13 +88,7 @@ def label_quality_scores(labels: Any, probs: Any, *, method: str = "self_confide
     """
     y, p = check_probabilities(labels, probs)
     _check_choice("method", method, SCORES)
-    rows = np.arange(len(y))
-    own = p[rows, y]
-    if method == "self_confidence":
-        return own
-    others = p.copy()
-    others[rows, y] = -np.inf
-    return (own - others.max(axis=1) + 1.0) / 2.0
+    return _scores(y, p, method)
 
 
 def suggest_labels(probs: Any, labels: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -114,12 +108,7 @@ def suggest_labels(probs: Any, labels: Any = None) -> tuple[np.ndarray, np.ndarr
         ``probs[i, suggested[i]]``.
     """
     y, p = check_probabilities(np.zeros(len(np.asarray(probs)), dtype=np.int64) if labels is None else labels, probs)
-    suggested = p.argmax(axis=1)
-    confidence = p.max(axis=1)
-    if labels is not None:
-        tie = p[np.arange(len(y)), y] >= confidence
-        suggested[tie] = y[tie]
-    return suggested.astype(np.int64), confidence
+    return _suggest(p, None if labels is None else y)
 
 
 def flag_label_issues(labels: Any, probs: Any, *, rule: str = "argmax", threshold: float = 0.5,
@@ -144,10 +133,11 @@ def flag_label_issues(labels: Any, probs: Any, *, rule: str = "argmax", threshol
     """
     _check_choice("rule", rule, RULES)
     _check_threshold(threshold)
+    y, p = check_probabilities(labels, probs)
     if rule == "argmax":
-        y, p = check_probabilities(labels, probs)
-        return p[np.arange(len(y)), y] < p.max(axis=1)
-    return label_quality_scores(labels, probs, method=method) < threshold
+        return _argmax_flags(y, p)
+    _check_choice("method", method, SCORES)
+    return _scores(y, p, method) < threshold
 
 
 def label_issue_table(labels: Any, probs: Any, *, method: str = "self_confidence", rule: str = "argmax",
@@ -164,10 +154,13 @@ def label_issue_table(labels: Any, probs: Any, *, method: str = "self_confidence
         ``suggested_label`` (int64), ``suggested_confidence`` (float64), ``score`` (float64) and
         ``is_issue`` (bool, by ``rule``).
     """
-    y, p = check_probabilities(labels, probs)
-    score = label_quality_scores(y, p, method=method)
-    flagged = flag_label_issues(y, p, rule=rule, threshold=threshold, method=method)
-    suggested, confidence = suggest_labels(p, y)
+    y, p = check_probabilities(labels, probs)  # once: the helpers below take checked arrays
+    _check_choice("method", method, SCORES)
+    _check_choice("rule", rule, RULES)
+    _check_threshold(threshold)
+    score = _scores(y, p, method)
+    flagged = _argmax_flags(y, p) if rule == "argmax" else score < threshold
+    suggested, confidence = _suggest(p, y)
     order = np.argsort(score, kind="stable")
     return {"index": order.astype(np.int64), "given_label": y[order], "suggested_label": suggested[order],
             "suggested_confidence": confidence[order], "score": score[order], "is_issue": flagged[order]}
@@ -225,6 +218,29 @@ def issues_per_class(given_label: Any, is_issue: Any, num_classes: int) -> dict[
     flag = np.asarray(is_issue, dtype=bool)
     return {"examples": np.bincount(y, minlength=num_classes).astype(np.int64),
             "flagged": np.bincount(y[flag], minlength=num_classes).astype(np.int64)}
+
+
+def _scores(y: np.ndarray, p: np.ndarray, method: str) -> np.ndarray:
+    rows = np.arange(len(y))
+    own = p[rows, y]
+    if method == "self_confidence":
+        return own
+    others = p.copy()
+    others[rows, y] = -np.inf
+    return (own - others.max(axis=1) + 1.0) / 2.0
+
+
+def _argmax_flags(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return p[np.arange(len(y)), y] < p.max(axis=1)
+
+
+def _suggest(p: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    suggested = p.argmax(axis=1)
+    confidence = p.max(axis=1)
+    if y is not None:  # a given label that ties for the largest probability is kept
+        tie = p[np.arange(len(y)), y] >= confidence
+        suggested[tie] = y[tie]
+    return suggested.astype(np.int64), confidence
 
 
 def _auroc(decision: np.ndarray, positive: np.ndarray) -> float:
