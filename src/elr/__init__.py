@@ -62,4 +62,14 @@ __all__ = [
     "label_issue_table",
     "detection_quality",
     "detect_label_issues",
+    "ELRClassifier",
 ]
+
+
+def __getattr__(name: str):
+    # imported on first use: scikit-learn is an optional extra and slow to import
+    if name == "ELRClassifier":
+        from .estimator import ELRClassifier
+
+        return ELRClassifier
+    raise AttributeError(f"module 'elr' has no attribute {name!r}")

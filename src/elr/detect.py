@@ -56,28 +56,12 @@ def save_label_evidence(run_dir: str | Path, config: Config, method: Any, prepar
     ``prepared`` the run's :class:`~elr.runs.PreparedData`. Under torchrun every rank calls this
     (the held-out predictions run on each, as evaluation does) and only the one with ``write`` writes.
     """
-    loss = method.elr_loss
     data = prepared.data
-    n, num_classes = len(prepared.noisy_labels), data.num_classes
+    n = len(prepared.noisy_labels)
     train_pos = np.setdiff1d(np.arange(n), prepared.val_indices)  # stratified_split's train part: sorted
-    if len(train_pos) != len(data.train):
-        raise RuntimeError(f"the training split holds {len(data.train)} examples, not the {len(train_pos)} "
-                           "positions outside the validation indices")
-    rows = loss.target_rows(torch.arange(len(data.train), device=loss.targets.device)).cpu().numpy()
-    mass = rows.sum(axis=1, dtype=np.float64)
-    trained = mass > 0  # targets start at zero: a row without mass was never trained on
-    probs = np.full((n, num_classes), 1.0 / num_classes)
-    sources = np.full(n, _UNREADABLE, dtype=object)  # what no prediction reaches stays "unreadable"
-    probs[train_pos[trained]] = rows[trained] / mass[trained, None]
-    sources[train_pos[trained]] = _TARGETS
-    held_out = [(data.train.subset(np.flatnonzero(~trained)), train_pos[~trained])] if (~trained).any() else []
-    if len(prepared.val_indices) and data.val is not None:
-        held_out.append((data.val, np.asarray(prepared.val_indices)))
-    for dataset, positions in held_out:
-        got, p = _predict(method, dataset, config.eval_batch_size, loss.eps)
-        if len(got):  # none when every held-out image was unreadable
-            probs[positions[got]] = p
-            sources[positions[got]] = _HELD_OUT
+    held_out = [(data.val, np.asarray(prepared.val_indices))] if len(prepared.val_indices) and data.val is not None \
+        else []
+    probs, sources = evidence_rows(method, data.train, train_pos, held_out, n=n, batch_size=config.eval_batch_size)
     unreadable = int((sources == _UNREADABLE).sum())
     if unreadable:
         log.warning("%d training examples could not be read: no label verdict for them", unreadable)
@@ -88,6 +72,39 @@ def save_label_evidence(run_dir: str | Path, config: Config, method: Any, prepar
         rundir.write_true_labels(run_dir, prepared.true_labels)
     if config.data.dataset in FILE_DATASETS:
         _save_examples(run_dir, data, train_pos, prepared.val_indices, n)
+
+
+def evidence_rows(method: Any, train: Any, train_pos: np.ndarray, held_out: list[tuple[Any, np.ndarray]], *,
+                  n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One probability row per example: its normalised ELR target, else a held-out prediction of it.
+
+    ``method`` is a trained single-network ELR method (its ``elr_loss`` holds the targets of
+    ``train``, whose example ``k`` sits at position ``train_pos[k]`` of the ``n`` examples);
+    ``held_out`` lists ``(dataset, positions)`` the model never trained on (a validation split).
+    A training row without target mass (never drawn) is predicted by the final model too.
+
+    Returns float64 rows (n, C) and their sources (object array of ``rundir.TARGET_SOURCE_NAMES``);
+    a row no prediction reaches (unreadable images) stays uniform and ``unreadable``.
+    """
+    loss = method.elr_loss
+    if len(train_pos) != len(train):
+        raise RuntimeError(f"the training split holds {len(train)} examples, not the {len(train_pos)} "
+                           "positions outside the validation indices")
+    rows = loss.target_rows(torch.arange(len(train), device=loss.targets.device)).cpu().numpy()
+    mass = rows.sum(axis=1, dtype=np.float64)
+    trained = mass > 0  # targets start at zero: a row without mass was never trained on
+    probs = np.full((n, loss.num_classes), 1.0 / loss.num_classes)
+    sources = np.full(n, _UNREADABLE, dtype=object)
+    probs[train_pos[trained]] = rows[trained] / mass[trained, None]
+    sources[train_pos[trained]] = _TARGETS
+    if (~trained).any():
+        held_out = [(train.subset(np.flatnonzero(~trained)), train_pos[~trained]), *held_out]
+    for dataset, positions in held_out:
+        got, p = _predict(method, dataset, batch_size, loss.eps)
+        if len(got):  # none when every held-out image was unreadable
+            probs[positions[got]] = p
+            sources[positions[got]] = _HELD_OUT
+    return probs, sources
 
 
 @torch.no_grad()

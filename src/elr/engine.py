@@ -45,10 +45,13 @@ class Progress(Protocol):
 
 @dataclass
 class TrainData:
-    """The datasets of a run: noisy training set, optional noisy validation split, clean test set."""
+    """The datasets of a run: noisy training set, optional noisy validation split, clean test set.
+
+    ``test`` is None when there is none to measure (an ``ELRClassifier`` fit): no ``test_acc``.
+    """
 
     train: InMemoryDataset
-    test: InMemoryDataset
+    test: InMemoryDataset | None = None
     val: InMemoryDataset | None = None
     num_classes: int = 0
     extra_tests: dict[str, Any] = field(default_factory=dict)  # reported as <name>_acc, <name>_top5 (WebVision: imagenet)
@@ -224,10 +227,11 @@ class Engine:
     def _evaluate(self) -> dict[str, Any]:
         self.method.eval()
         out: dict[str, Any] = {}
-        test = evaluate(self.method, self.data.test, self.eval_batch_size)
-        out["test_acc"] = test["acc"]
-        if "top5" in test:
-            out["test_top5"] = test["top5"]
+        if self.data.test is not None:
+            test = evaluate(self.method, self.data.test, self.eval_batch_size)
+            out["test_acc"] = test["acc"]
+            if "top5" in test:
+                out["test_top5"] = test["top5"]
         if self.data.val is not None and len(self.data.val) > 0:
             out["val_acc"] = evaluate(self.method, self.data.val, self.eval_batch_size)["acc"]
         for name, dataset in self.data.extra_tests.items():
@@ -246,7 +250,7 @@ class Engine:
 
     def _datasets(self) -> list[Any]:
         d = self.data
-        return [d.train, d.test, *([d.val] if d.val is not None else []), *d.extra_tests.values()]
+        return [d.train, *(x for x in (d.test, d.val) if x is not None), *d.extra_tests.values()]
 
     def _choose_monitor_set(self, seed: int) -> tuple[InMemoryDataset, Tensor] | None:
         """The training examples the monitor measures, and their positions in the training set."""
