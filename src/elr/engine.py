@@ -16,7 +16,7 @@ from . import rundir
 from .checkpoint import capture_rng_state, restore_rng_state
 from .config import MonitorConfig, OptimConfig
 from .data import InMemoryDataset
-from .losses import ELRLoss
+from .losses import DivergedError, ELRLoss  # noqa: F401 (DivergedError: raised here too)
 from .monitor import gradient_terms, memorization_fractions
 from .schedules import learning_rate
 
@@ -55,10 +55,6 @@ class TrainData:
     val: InMemoryDataset | None = None
     num_classes: int = 0
     extra_tests: dict[str, Any] = field(default_factory=dict)  # reported as <name>_acc, <name>_top5 (WebVision: imagenet)
-
-
-class DivergedError(ValueError):
-    """The training loss became NaN or infinite: a learning rate or loss weight too large for the data."""
 
 
 @torch.no_grad()

@@ -18,9 +18,9 @@ import torch
 from .config import MonitorConfig, OptimConfig
 from .data import InMemoryDataset, stratified_split
 from .detect import evidence_rows
-from .engine import DivergedError, Engine, TrainData
+from .engine import Engine, TrainData
 from .label_issues import flag_label_issues, label_quality_scores, suggest_labels
-from .losses import ELRLoss
+from .losses import DivergedError, ELRLoss
 from .methods import Runtime, Standard
 from .models import create_model
 from .runs import derived_seeds
@@ -176,7 +176,7 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_, y_index = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"ELRClassifier needs at least 2 classes in y; got only one class: {self.classes_[0]!r}")
+            raise ValueError(f"ELRClassifier needs at least 2 classes in y; got only one class: {self.classes_.tolist()[0]!r}")
         seeds = derived_seeds(self._seed())
         n, num_classes = len(y_index), len(self.classes_)
         train_pos, val_pos = stratified_split(y_index, validation or 0.0, seed=seeds["split"])

@@ -16,6 +16,10 @@ from . import targets as target_bank
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+class DivergedError(ValueError):
+    """The logits or the training loss became NaN or infinite: a learning rate or loss weight too large."""
+
+
 def _check_reduction(reduction: str) -> str:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
@@ -70,7 +74,7 @@ def check_batch(
             f"index must lie in [0, num_examples={num_examples}), got values in [{int(index.min())}, {int(index.max())}]"
         )
     if not bool(torch.isfinite(logits).all()):
-        raise ValueError("logits contain NaN or infinite values; the model has diverged (lower the learning rate?)")
+        raise DivergedError("logits contain NaN or infinite values; the model has diverged (lower the learning rate?)")
 
 
 class ELRLoss(nn.Module):
