@@ -73,8 +73,8 @@ def main() -> None:
             row = {"model": name, "seed": seed, "noise": float(wrong.mean()),
                    "test_acc": float(model.score(X_test, y_test)), "seconds": seconds}
             flags = getattr(model, "label_issues_", None)
-            if flags is not None and not isinstance(flags, np.ndarray):  # cleanlab: a DataFrame
-                flags = flags["is_label_issue"].to_numpy()
+            if hasattr(model, "label_issues_df"):  # cleanlab's CleanLearning
+                flags = model.label_issues_df["is_label_issue"].to_numpy()
             if flags is not None:
                 row.update(flagged=int(flags.sum()), precision=float((flags & wrong).sum() / max(flags.sum(), 1)),
                            recall=float((flags & wrong).sum() / wrong.sum()))
@@ -90,7 +90,7 @@ def main() -> None:
         flags = (f"{np.mean([r['precision'] for r in rs]):.3f} | {np.mean([r['recall'] for r in rs]):.3f}"
                  if "precision" in rs[0] else "– | –")
         print(f"| {name} | {acc.mean():.1f} ± {acc.std(ddof=1):.1f} | {flags} | "
-              f"{np.mean([r['seconds'] for r in rs]):.1f} |")
+              f"{np.mean([r['seconds'] for r in rs]):.2f} |")
 
 
 if __name__ == "__main__":

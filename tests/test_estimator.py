@@ -277,3 +277,20 @@ def test_noisy_digits_elr_beats_cross_entropy_and_finds_the_flips():
     assert elr_acc > 0.88
     assert quality["auroc"] > 0.93
     assert quality["precision"] > 0.9 and quality["recall"] > 0.75
+
+
+def test_a_collapse_warns_and_a_healthy_fit_does_not():
+    """Measured: breast_cancer with 40% of class 1 relabelled 0, lr 0.003: every row predicted 0."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
+    given = noise.from_transition_matrix(y_train, np.array([[1.0, 0.0], [0.4, 0.6]]), seed=1000)
+    with pytest.warns(ConvergenceWarning, match=r"predicts no training row as 1 although 38% of the labels say so"):
+        collapsed = ELRClassifier(lr=0.003, random_state=0).fit(X_train, given)
+    assert collapsed.score(X_test, y_test) == pytest.approx(np.mean(y_test == 0))  # all predicted 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        healthy = ELRClassifier(lr=0.01, random_state=0).fit(X_train, given)
+    assert healthy.score(X_test, y_test) > 0.85
