@@ -35,6 +35,7 @@ def test_readme_tables_example_runs_and_prints_what_the_readme_says(capsys):
     exec(compile(code, "README tables example", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     quoted = quoted.splitlines()
+    assert len(printed) == len(quoted) == 2
     numbers = [[float(v) for v in re.findall(r"\d+\.?\d*", line)] for line in (printed + quoted)]
     (acc, flagged), (acc_q, flagged_q) = (numbers[0], numbers[1]), (numbers[2], numbers[3])
     # the same seed gives the same fit on CPU; allow a BLAS that sums in another order

@@ -73,3 +73,7 @@ def __getattr__(name: str):
 
         return ELRClassifier
     raise AttributeError(f"module 'elr' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "ELRClassifier"})

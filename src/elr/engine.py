@@ -16,7 +16,7 @@ from . import rundir
 from .checkpoint import capture_rng_state, restore_rng_state
 from .config import MonitorConfig, OptimConfig
 from .data import InMemoryDataset
-from .losses import DivergedError, ELRLoss  # noqa: F401 (DivergedError: raised here too)
+from .losses import DivergedError, ELRLoss
 from .monitor import gradient_terms, memorization_fractions
 from .schedules import learning_rate
 

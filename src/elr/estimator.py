@@ -21,7 +21,7 @@ from .detect import evidence_rows
 from .engine import Engine, TrainData
 from .label_issues import flag_label_issues, label_quality_scores, suggest_labels
 from .losses import DivergedError, ELRLoss
-from .methods import Runtime, Standard
+from .methods import Runtime, Standard, pick_device
 from .models import create_model
 from .runs import derived_seeds
 
@@ -81,10 +81,11 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
         Scale each feature to zero mean and unit variance (sklearn's ``StandardScaler``, fitted on the
         training rows); stored in ``scaler_`` and applied by ``predict``.
     validation_fraction : float in (0, 1) or None, default None
-        Hold out this share of each class (of the noisy labels) and keep the network of the epoch
-        with the best accuracy on it, as ``elr train`` selects; held-out rows get no target, their
-        ``targets_`` row is the kept network's prediction. None trains on every row and keeps the
-        last epoch.
+        Hold out this share of each class (of the noisy labels) and keep the network and targets of
+        the epoch with the best accuracy on it (the earliest best: the rule by which ``elr train``
+        reports its ``selected`` epoch; here that epoch is also restored). Held-out rows get no
+        target: their ``targets_`` row is the kept network's prediction, from a network chosen for
+        agreeing with those same noisy labels. None trains on every row and keeps the last epoch.
     random_state : int, numpy RandomState or None, default None
         Seeds the weights, the batch order and the validation split; the same int gives the same
         model, bitwise on CPU. None draws a seed from NumPy's global generator.
@@ -102,6 +103,8 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
         Only when ``X`` was a DataFrame with string column names.
     model_ : torch.nn.Module
         The trained network (eval mode, on ``device``); its input is the standardised features.
+        Prediction runs where the network is: a fit on CUDA unpickles only where CUDA is, unless
+        ``clf.model_.cpu()`` is called before pickling.
     scaler_ : sklearn.preprocessing.StandardScaler or None
     history_ : list of dict
         Per epoch: ``epoch``, ``lr``, ``train_loss``, ``train_acc`` (against the noisy labels),
@@ -168,10 +171,29 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
         """Train on features ``X`` (N, D) and possibly wrong labels ``y`` (N,); return ``self``.
 
         Dense float features only: NaN, inf and sparse matrices are refused (convert sparse input
-        with ``.toarray()`` when it fits in memory).
+        with ``.toarray()`` when it fits in memory). A fit that fails leaves the estimator unfitted,
+        never half of one fit and half of another.
         """
+        self._forget_fit()
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            self._forget_fit()
+            raise
+
+    def _forget_fit(self) -> None:
+        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
+            delattr(self, name)
+
+    def _fit(self, X: Any, y: Any) -> ELRClassifier:
         hidden, optim, validation = self._checked_params()
-        device = self._device()
+        try:
+            device = pick_device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'auto' or a torch.device, "
+                             f"got {self.device!r}") from None
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device must be a CPU or CUDA device, got {self.device!r}")
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         self.classes_, y_index = np.unique(y, return_inverse=True)
@@ -180,8 +202,13 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
         seeds = derived_seeds(self._seed())
         n, num_classes = len(y_index), len(self.classes_)
         train_pos, val_pos = stratified_split(y_index, validation or 0.0, seed=seeds["split"])
-        if len(train_pos) == 0:
-            raise ValueError(f"validation_fraction={validation} leaves no training rows of the {n}")
+        if validation is not None and len(val_pos) == 0:
+            raise ValueError(f"validation_fraction={validation} holds out no row: each class's share of the {n} "
+                             f"rows rounds to 0; raise it or pass None (no model selection)")
+        untrained = sorted(set(range(num_classes)) - set(y_index[train_pos].tolist()))
+        if untrained:
+            raise ValueError(f"validation_fraction={validation} moves every row of class "
+                             f"{self.classes_.tolist()[untrained[0]]!r} to the validation split; lower it")
 
         self.scaler_ = StandardScaler().fit(X[train_pos]) if self.standardize else None
         features = self._scaled(X)
@@ -190,7 +217,7 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
             return InMemoryDataset(features[rows], y_index[rows], num_classes=num_classes).to(device)
 
         with torch.random.fork_rng(devices=[]):  # the user's global torch RNG is left as it was
-            torch.manual_seed(seeds["train"])
+            torch.default_generator.manual_seed(seeds["train"])  # torch.manual_seed would reseed CUDA's too
             model = create_model("mlp", num_classes, in_features=features.shape[1], hidden=hidden)
         loss = ELRLoss(len(train_pos), num_classes, lam=float(self.lam), beta=float(self.beta),
                        check_values=device.type != "cuda")  # value checks would sync CUDA every step
@@ -247,13 +274,13 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
             warnings.warn(f"ELRClassifier predicts no training row as {names} although "
                           f"{100 * shares[lost].sum():.0f}% of the labels say so: the network likely collapsed; "
                           f"try another lr (now {self.lr}) or a smaller lam (now {self.lam})", ConvergenceWarning,
-                          stacklevel=3)
+                          stacklevel=4)  # the user's fit call: fit -> _fit -> here
 
     # ---- predict ---------------------------------------------------------------------------------
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, float64 of shape (N, C), columns in ``classes_`` order."""
-        check_is_fitted(self)
+        check_is_fitted(self, "model_")
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         logits = torch.from_numpy(self._logits(self._scaled(X)))
         return torch.softmax(logits.double(), dim=1).numpy()
@@ -297,8 +324,11 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
         check_scalar(self.weight_decay, "weight_decay", numbers.Real, min_val=0.0)
         check_scalar(self.batch_size, "batch_size", numbers.Integral, min_val=1)
         check_scalar(self.verbose, "verbose", numbers.Integral, min_val=0)
-        for name in ("lam", "beta", "lr", "weight_decay"):
-            if not np.isfinite(getattr(self, name)):
+        for name in ("lam", "beta", "lr", "momentum", "weight_decay", "epochs", "batch_size"):
+            if isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}")
+        for name in ("lam", "beta", "lr", "momentum", "weight_decay"):
+            if not np.isfinite(getattr(self, name)):  # check_scalar lets NaN through
                 raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
@@ -308,28 +338,12 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
         if validation is not None:
             check_scalar(validation, "validation_fraction", numbers.Real, min_val=0.0, max_val=1.0,
                          include_boundaries="neither")
-        for name in ("epochs", "batch_size"):
-            if isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be an int, got {getattr(self, name)!r}")
+            if isinstance(validation, bool) or not np.isfinite(validation):
+                raise ValueError(f"validation_fraction must be None or a number in (0, 1), got {validation!r}")
         optim = OptimConfig(lr=float(self.lr), momentum=float(self.momentum), weight_decay=float(self.weight_decay),
                             batch_size=int(self.batch_size), epochs=int(self.epochs), schedule=self.lr_schedule,
                             milestones=[])
         return tuple(int(h) for h in hidden), optim, None if validation is None else float(validation)
-
-    def _device(self) -> torch.device:
-        name = self.device
-        if isinstance(name, str) and name == "auto":
-            name = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            device = torch.device(name)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'auto' or a torch.device, "
-                             f"got {self.device!r}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device!r} was asked for but CUDA is not available; use device='cpu'")
-        if device.type not in ("cpu", "cuda"):
-            raise ValueError(f"device must be a CPU or CUDA device, got {self.device!r}")
-        return device
 
     def _seed(self) -> int:
         """An int seed: ``random_state`` itself when it is one, else a draw from its generator."""

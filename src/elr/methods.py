@@ -12,6 +12,22 @@ from torch import Tensor, nn
 from .config import OptimConfig
 
 
+def pick_device(name: str | torch.device) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``, checked against this machine.
+
+    Raises ValueError naming the device when CUDA (or that CUDA index) is not there.
+    """
+    if isinstance(name, str) and name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name} was asked for but CUDA is not available; use device=cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device={name} was asked for but this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Device and numeric settings shared by every method."""

@@ -25,7 +25,7 @@ from .elr_plus import ELRPlus
 from .engine import Engine, Progress, TrainData, evaluate
 from .file_data import prepare_file_data
 from .losses import create_loss
-from .methods import Runtime, Standard
+from .methods import Runtime, Standard, pick_device
 from .models import create_model, model_params
 from .two_stage import estimate_in_run_dir, estimates_transition, forward_params
 
@@ -60,13 +60,14 @@ def resolve_runtime(config: Config, device: str | None = None, distributed: Dist
     the models are wrapped in DistributedDataParallel.
     """
     name = device or config.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
     if distributed is not None and name.startswith("cuda"):
-        name = f"cuda:{distributed.local_rank}"
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} was asked for but CUDA is not available; use device=cpu")
+        name = "cuda"  # the rank's own index is set below, whatever index was named
+    try:
+        dev = pick_device(name)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if distributed is not None and dev.type == "cuda":
+        dev = torch.device(f"cuda:{distributed.local_rank}")
     on_cuda = dev.type == "cuda"
     amp = config.amp == "bf16" or (config.amp == "auto" and on_cuda)
     channels_last = config.channels_last == "on" or (config.channels_last == "auto" and on_cuda)
