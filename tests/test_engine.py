@@ -260,3 +260,18 @@ def test_progress_bars_on_a_terminal_lines_otherwise(tty):
     out = stream.getvalue()
     assert out.count("ce epoch   3/3  loss 0.5000  test 90.00%") == 1
     assert ("ce epochs: 100%" in out) == tty and ("batch/s" in out) == tty
+
+
+def test_pick_device_checks_this_machine():
+    from elr.config import ConfigError
+    from elr.methods import pick_device
+    from elr.runs import resolve_runtime
+
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    beyond = f"cuda:{torch.cuda.device_count()}"  # one index past the last device
+    message = "but CUDA is not available" if not torch.cuda.is_available() else "CUDA device(s): cuda:0 to"
+    with pytest.raises(ValueError, match=message):
+        pick_device(beyond)
+    with pytest.raises(ConfigError, match=f"device={beyond} was asked for"):
+        resolve_runtime(Config(device=beyond))
