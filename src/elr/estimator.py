@@ -88,7 +88,8 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
         agreeing with those same noisy labels. None trains on every row and keeps the last epoch.
     random_state : int, numpy RandomState or None, default None
         Seeds the weights, the batch order and the validation split; the same int gives the same
-        model, bitwise on CPU. None draws a seed from NumPy's global generator.
+        model, bitwise on CPU with the same number of torch threads (another number sums in another
+        order). None draws a seed from NumPy's global generator.
     device : str or torch.device, default "cpu"
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or ``"auto"`` (CUDA when available).
     verbose : int, default 0
