@@ -19,7 +19,7 @@ from .config import MonitorConfig, OptimConfig
 from .data import InMemoryDataset, stratified_split
 from .detect import evidence_rows
 from .engine import Engine, TrainData
-from .label_issues import flag_label_issues, label_quality_scores, suggest_labels
+from .label_issues import _argmax_flags, _scores, _suggest, check_probabilities
 from .losses import DivergedError, ELRLoss
 from .methods import Runtime, Standard, pick_device
 from .models import create_model
@@ -237,9 +237,10 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
         self.targets_, _ = evidence_rows(method, data.train, train_pos, held_out, n=n, batch_size=_PREDICT_BATCH)
         self.validation_mask_ = np.zeros(n, dtype=bool)
         self.validation_mask_[val_pos] = True
-        self.label_quality_ = label_quality_scores(y_index, self.targets_, method="self_confidence")
-        self.label_issues_ = flag_label_issues(y_index, self.targets_, rule="argmax")
-        self.suggested_labels_ = self.classes_[suggest_labels(self.targets_, labels=y_index)[0]]
+        given, probs = check_probabilities(y_index, self.targets_)  # checked once for the three verdicts
+        self.label_quality_ = _scores(given, probs, "self_confidence")
+        self.label_issues_ = _argmax_flags(given, probs)
+        self.suggested_labels_ = self.classes_[_suggest(probs, given)[0]]
         self._warn_if_collapsed(features[train_pos], y_index[train_pos])
         return self
 
@@ -349,17 +350,15 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
     def _seed(self) -> int:
         """An int seed: ``random_state`` itself when it is one, else a draw from its generator."""
         state = self.random_state
+        refusal = f"random_state must be an int in [0, 2**32), a numpy RandomState or None, got {state!r}"
         if isinstance(state, numbers.Integral) and not isinstance(state, bool):
             if not 0 <= state < 2**32:
-                raise ValueError(f"random_state must be an int in [0, 2**32), a numpy RandomState or None, "
-                                 f"got {state!r}")
+                raise ValueError(refusal)
             return int(state)
         try:
             return int(check_random_state(state).randint(np.iinfo(np.int32).max))
         except ValueError:
-            raise ValueError(f"random_state must be an int in [0, 2**32), a numpy RandomState or None, "
-                             f"got {state!r}") from None
-
+            raise ValueError(refusal) from None
 
 class _EpochPrinter:
     """``verbose >= 1``: one line per epoch on stdout, as sklearn's estimators print."""
