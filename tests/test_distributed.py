@@ -277,6 +277,28 @@ def test_kill_and_resume_two_processes(tmp_path):
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 12
 
 
+def test_a_held_run_directory_stops_every_rank_at_once(tmp_path):
+    """Rank 0 alone takes the lock; when another process holds it, every rank stops instead of waiting."""
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(json.dumps(standard_config()))
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom elr import rundir\n"
+                               "with rundir.lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(600)",
+                               str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        proc = torchrun(["-m", "elr", "train", "--config", str(cfg), "--out", str(run)])
+        log, _ = proc.communicate(timeout=120)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert proc.returncode != 0
+    # rank 0's line, repeated by rank 1 (their lines may interleave on the shared pipe)
+    line = f"elr train: error: {run} is in use by another elr process (pid {holder.pid}"
+    assert log.count(line) == 2 and log.count("elr train: error:") == 2, log[-3000:]
+    assert os.listdir(run) == [".elr.lock"]  # nothing written
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     worker(sys.argv[1], Path(sys.argv[2]))

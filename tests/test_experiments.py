@@ -188,10 +188,10 @@ def test_run_killed_before_first_checkpoint_restarts_and_changed_config_conflict
     out = tmp_path / "out"
     (out / "CE/seed-0").mkdir(parents=True)
     rundir.write_config(out / "CE/seed-0", sweep.expand()[0].config)  # no checkpoint yet
-    (out / "CE/seed-0/.checkpoint.pt.x1y2").write_bytes(b"half")  # the temporary file of a kill mid-save
+    (out / "CE/seed-0/.checkpoint.pt.x1y2z3w4").write_bytes(b"half")  # the temporary file of a kill mid-save
     assert [r.status for r in plan_sweep(sweep, out).runs] == ["restart"]
     assert run_sweep(sweep, out).results() == {"CE/seed-0": "trained"}
-    assert not (out / "CE/seed-0/.checkpoint.pt.x1y2").exists()
+    assert not (out / "CE/seed-0/.checkpoint.pt.x1y2z3w4").exists()
     changed = Sweep.from_dict(raw, overrides=["optim.lr=0.01"])
     assert [(r.status, "optim" in r.reason) for r in plan_sweep(changed, out).runs] == [("conflict", True)]
     with pytest.raises(SweepError, match="do not match the sweep"):

@@ -71,12 +71,12 @@ def test_each_status(tmp_path):
     unstarted.mkdir()
     rundir.write_config(unstarted, cfg)
     rundir.write_noisy_labels(unstarted, np.arange(5))
-    (unstarted / ".checkpoint.pt.k2j9").write_bytes(b"half a checkpoint")
+    (unstarted / ".checkpoint.pt.k2j9m4n8").write_bytes(b"half a checkpoint")
     st = rundir.status(unstarted)
     assert (st.state, st.epochs, st.epochs_done) == (rundir.UNSTARTED, 2, 0)
     temp_only = tmp_path / "temp_only"  # killed while writing the first file
     temp_only.mkdir()
-    (temp_only / ".config.yaml.a1b2").write_text("seed: ")
+    (temp_only / ".config.yaml.a1b2c3d4").write_text("seed: ")
     assert rundir.status(temp_only).state == rundir.UNSTARTED
 
     finished = tmp_path / "finished"
@@ -135,7 +135,7 @@ def test_registered_names_are_ours_and_stage1_counts_as_started(tmp_path):
 def test_clear_removes_only_our_files_and_keeps_stage1(tmp_path):
     rundir.write_config(tmp_path, config())
     rundir.write_noise(tmp_path, {"noise_rate": 0.4})
-    (tmp_path / ".noise.json.zz").write_text("{")
+    (tmp_path / ".noise.json.zz09ab12").write_text("{")
     rundir.write_config(rundir.stage1_dir(tmp_path), config())
     rundir.clear(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stage1_ce"]

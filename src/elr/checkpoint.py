@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,25 @@ import torch
 FORMAT_VERSION = 1
 
 
+def temporary_beside(path: Path) -> tuple[int, Path]:
+    """A new file ``.<name>.<8 random characters>`` beside ``path``, opened for writing: ``(fd, path)``.
+
+    Created with mode 0o666 so the umask decides its permissions, as for any file the user writes
+    (``tempfile.mkstemp`` would make every run file 0600).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # 2**32 names: a clash is a leftover of a kill, try another
+            continue
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -25,7 +40,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -36,15 +51,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Save ``state`` atomically: a crash leaves either the old or the new checkpoint, never half of one."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    fd, tmp = temporary_beside(path)
     try:
-        torch.save({"format": FORMAT_VERSION, **state}, tmp)
-        with open(tmp, "rb") as handle:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save({"format": FORMAT_VERSION, **state}, handle)
+            handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -20,12 +20,24 @@ class TerminalProgress:
     Otherwise (a log file, CI) one concise line per epoch.
     """
 
-    def __init__(self, label: str = "", stream=None) -> None:
+    def __init__(self, label: str = "", stream=None, *, announce: bool = False) -> None:
         self.label = f"{label} " if label else ""
         self.stream = stream or sys.stderr
         self.bars = self.stream.isatty()
+        self.announce = announce  # say where the run goes, or which epoch it resumes from
         self._bar = None
         self._epoch_bar = None
+
+    def fit_start(self, run_dir: Path | None, done: int, epochs: int) -> None:
+        if not self.announce or run_dir is None:
+            return
+        if done == 0:
+            line = f"run directory: {run_dir}"
+        elif done < epochs:
+            line = f"resuming {run_dir} from epoch {done + 1} of {epochs}"
+        else:
+            line = f"{run_dir} has trained all {epochs} epochs; writing its summary and plots again"
+        print(line, file=self.stream, flush=True)
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
         if self.bars:
@@ -91,16 +103,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.config or args.overrides:
             raise ValueError(f"--resume takes only the run directory (the run's own {CONFIG} is used)")
-        summary = resume(args.resume, progress=TerminalProgress(), device=args.device)
         out = Path(args.resume)
     else:
         if not args.config:
             raise ValueError("give --config FILE (see configs/) or --resume RUN_DIR")
         config = Config.load(args.config, args.overrides)
         out = Path(args.out) if args.out else _default_out(args.config)
+    progress = TerminalProgress(announce=True)  # prints the run directory once it exists
+    try:
+        if args.resume:
+            summary = resume(out, progress=progress, device=args.device)
+        else:
+            summary = train(config, out, progress=progress, device=args.device)
+    except KeyboardInterrupt:
         if is_main_process():
-            print(f"run directory: {out}", file=sys.stderr)
-        summary = train(config, out, progress=TerminalProgress(), device=args.device)
+            print(_after_interrupt(out, args), file=sys.stderr)
+        return 130
     if not is_main_process():  # under torchrun rank 0 reports; the library already keeps the others quiet
         return 0
     _print_summary(summary)
@@ -108,6 +126,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not summary.get("plots"):
         print("no plots (install matplotlib: pip install 'elr[plot]')")
     return 0
+
+
+def _after_interrupt(out: Path, args: argparse.Namespace) -> str:
+    """What an interrupted ``elr train`` left in ``out`` and the command that carries on from there."""
+    import shlex
+
+    from . import rundir
+
+    st = rundir.status(out)
+    if st.state == rundir.RESUMABLE:
+        return f"interrupted; continue with `elr train --resume {shlex.quote(str(out))}`"
+    if st.state == rundir.FINISHED:
+        return f"interrupted after the last epoch; {out} holds the finished run"
+    if st.state == rundir.NEW:
+        return f"interrupted before anything was written to {out}"
+    if st.state == rundir.UNSTARTED and args.config:  # the same command, but into the same folder
+        again = ["elr", "train", "--config", args.config, "--out", str(out), *args.overrides]
+        return f"interrupted before the first checkpoint; start it again with `{shlex.join(again)}`"
+    return f"interrupted; {out} is {st.state}"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -124,7 +161,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     print(f"Training CE and ELR on sklearn digits with 40% symmetric label noise ({args.epochs} epochs each)...",
           file=sys.stderr)
-    result = run_demo(out, epochs=args.epochs, seed=args.seed, progress=lambda name: _QuietProgress(name))
+    try:
+        result = run_demo(out, epochs=args.epochs, seed=args.seed, progress=lambda name: _QuietProgress(name))
+    except KeyboardInterrupt:
+        print("interrupted; the same `elr demo` command continues where it stopped", file=sys.stderr)
+        return 130
     print()
     print("| method | test accuracy (last epoch) | peak test accuracy | wrong labels memorized |")
     print("|---|---|---|---|")
@@ -232,6 +273,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     def on_end(outcome) -> None:
         if outcome.result == "failed":
             print(f"FAILED {outcome.name}: {outcome.error}", file=sys.stderr, flush=True)
+        elif outcome.result == "busy":
+            print(f"left {outcome.name} to the process that holds it: {outcome.error}", file=sys.stderr, flush=True)
         elif outcome.result != "skipped" and args.jobs > 1:
             acc = outcome.summary["last"]["test_acc"]
             print(f"{outcome.result} {outcome.name}: test accuracy {100 * acc:.2f}%", file=sys.stderr, flush=True)
@@ -249,6 +292,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"sweep {sweep.name}: " + ", ".join(f"{n} {k}" for k, n in tally.items()))
     for outcome in result.failed:
         print(f"failed: {outcome.name}: {outcome.error}")
+    if tally.get("busy"):
+        print(f"{tally['busy']} run(s) were being trained by another process and were left to it; "
+              "`elr sweep --dry-run` shows when they are done")
     print(f"tabulate with: elr report {out}")
     return 1 if result.failed else 0
 
@@ -418,8 +464,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted; resume with `elr train --resume RUN_DIR`", file=sys.stderr)
+    except KeyboardInterrupt:  # `elr train` and `elr sweep` say how to carry on themselves
+        print(f"elr {args.command}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
         if args.verbose or os.environ.get("ELR_DEBUG"):

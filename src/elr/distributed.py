@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Distributed", "TargetSync", "init_from_env", "is_main_process", "shard_positions",
+__all__ = ["Distributed", "TargetSync", "init_from_env", "launched_distributed", "is_main_process", "shard_positions",
            "all_gather_rows", "first_occurrences", "attach_target_sync", "broadcast_buffers"]
 
 
@@ -57,6 +57,12 @@ class Distributed:
 
     def barrier(self) -> None:
         dist.barrier()
+
+    def broadcast_from_main(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank (any picklable object; the others' arguments are ignored)."""
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def all_reduce_sum(self, t: Tensor) -> Tensor:
         """Sum of ``t`` over the ranks (a new tensor; ``t`` is unchanged)."""
@@ -90,6 +96,13 @@ def init_from_env(*, cuda: bool) -> Distributed | None:
     dist.init_process_group("nccl" if cuda else "gloo")
     log.info("rank %d of %d (backend %s)", dist.get_rank(), dist.get_world_size(), dist.get_backend())
     return Distributed(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=True)
+
+
+def launched_distributed() -> bool:
+    """True in a process of a torchrun launch (WORLD_SIZE > 1) or of a process group already joined."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size() > 1
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def is_main_process() -> bool:

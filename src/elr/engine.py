@@ -36,7 +36,11 @@ class Method(Protocol):
 
 
 class Progress(Protocol):
-    """Receives progress events; the CLI draws bars or prints lines, the library stays silent."""
+    """Receives progress events; the CLI draws bars or prints lines, the library stays silent.
+
+    An object may also have ``fit_start(run_dir, epochs_done, epochs)``, called once when a training
+    session starts (``epochs_done > 0``: resumed; ``run_dir`` None without a run directory).
+    """
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None: ...
     def batch_end(self) -> None: ...
@@ -160,6 +164,9 @@ class Engine:
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> list[dict[str, Any]]:
         """Train from the current epoch to the last; return the per-epoch records."""
+        fit_start = getattr(self.progress, "fit_start", None)  # optional: older Progress objects lack it
+        if fit_start is not None:
+            fit_start(self.run_dir, self.epoch, self.optim.epochs)
         while self.epoch < self.optim.epochs:
             self.run_epoch()
         return self.history

@@ -443,7 +443,8 @@ def plan_sweep(sweep: Sweep, out_dir: str | Path, *, only: Sequence[str] | None 
 
 @dataclass
 class RunOutcome:
-    """What happened to one run: ``result`` is trained, resumed, skipped or failed."""
+    """What happened to one run: ``result`` is trained, resumed, skipped, busy (another process
+    holds it) or failed."""
 
     name: str
     run_dir: Path
@@ -465,7 +466,7 @@ class SweepResult:
         return [o for o in self.outcomes if o.result == "failed"]
 
     def results(self) -> dict[str, str]:
-        """Run name -> trained | resumed | skipped | failed."""
+        """Run name -> trained | resumed | skipped | busy | failed."""
         return {o.name: o.result for o in self.outcomes}
 
 
@@ -483,6 +484,8 @@ def _execute(task: dict[str, Any], progress: Progress | None = None) -> dict[str
                                           device=task["device"], sweep_record=task["sweep_info"])
         result = {"restarted": "trained"}.get(action, action)
         return {"result": result, "summary": _jsonable(summary)}
+    except rundir.RunDirLockedError as err:  # another process (a second sweep) trains it: left to that process
+        return {"result": "busy", "error": str(err)}
     except Exception as err:  # a failed run is reported and the sweep goes on with the others
         log.warning("run %s failed: %s: %s", run_dir, type(err).__name__, err, exc_info=True)
         return {"result": "failed", "error": f"{type(err).__name__}: {err}"}
@@ -513,7 +516,9 @@ def run_sweep(
     brought to its end by :func:`elr.runs.train_or_resume`: new and unstarted runs are trained,
     interrupted ones (a checkpoint, no complete summary) resumed, so a sweep killed halfway
     continues where it stopped.
-    A failed run is recorded with its error and the others still run.
+    A failed run is recorded with its error and the others still run. A run another process holds
+    (a second sweep on the same folder) is left to it and recorded as ``busy``; each run directory
+    is locked while trained (:func:`elr.rundir.lock`), so no run is ever trained by two processes.
 
     Parameters
     ----------

@@ -13,20 +13,35 @@ No other module spells a run-directory file name. A run directory is one of
 Files of a resumable or finished run that are not ours (a user's notes) are left alone and do not
 make it foreign. The names that count as ours are one registry (:func:`register`) that features adding
 files to a run extend, so their runs never read as foreign.
+
+One process at a time works in a run directory: :func:`lock` holds an exclusive lock on its
+``.elr.lock`` file while a run is trained, resumed or restarted; a second process gets
+:class:`RunDirLockedError` naming the holder and changes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import re
+import socket
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows: run directories are not locked
+    fcntl = None
 
 from . import __version__
 from .checkpoint import atomic_write_bytes, atomic_write_text
@@ -40,10 +55,14 @@ STATUSES = (NEW, UNSTARTED, RESUMABLE, FINISHED, FOREIGN)
 _REGISTRY: dict[str, str] = {}  # file or folder name -> what it holds
 
 
-def register(name: str, what: str) -> str:
-    """Add ``name`` to the run's files (so a run holding it is not foreign) and return it."""
-    if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"a run file name must be a plain, visible name, got {name!r}")
+def register(name: str, what: str, *, hidden: bool = False) -> str:
+    """Add ``name`` to the run's files (so a run holding it is not foreign) and return it.
+
+    Names are visible (hidden ones start with the dot of the temporary files of atomic writes);
+    only the lock file, which no status reads, is ``hidden``.
+    """
+    if not name or "/" in name or name.startswith(".") != hidden:
+        raise ValueError(f"a run file name must be a plain, {'hidden' if hidden else 'visible'} name, got {name!r}")
     _REGISTRY[name] = what
     return name
 
@@ -73,6 +92,8 @@ TARGET_SOURCES = register("target_sources.npy", "where each row of targets.npy c
 TRUE_LABELS = register("true_labels.npy", "the clean labels when known (synthetic noise, CIFAR-N, a true_label column)")
 EXAMPLES = register("examples.csv", "image-file data: each training example's path (and list-file line)")
 LABEL_ISSUES = register("label_issues.csv", "`elr detect`: every training example's verdict, most likely wrong first")
+LOCK = register(".elr.lock", "while a process trains the run: its lock (holder's pid, host, start, command); removed "
+                "when it ends, harmless when left by a killed one", hidden=True)
 # the row sources of targets.npy, in code order: an ELR target; the final model's prediction of an
 # example it never trained on (the validation split, or never drawn); an image that could not be read
 TARGET_SOURCE_NAMES = ("targets", "held_out_model", "unreadable")
@@ -110,7 +131,7 @@ def status(run_dir: str | Path) -> RunStatus:
         return RunStatus(path, NEW)
     if not path.is_dir():
         return RunStatus(path, FOREIGN, "is a file, not a folder")
-    entries = sorted(os.listdir(path))
+    entries = sorted(e for e in os.listdir(path) if e != LOCK)  # the lock says who works here, not what
     if not entries:
         return RunStatus(path, NEW)
     own_config = _is_our_config(path / CONFIG)
@@ -149,9 +170,30 @@ def _not_ours(path: Path, entries: list[str], own_config: bool) -> tuple[tuple[s
     return tuple(e for e in entries if not ours(e)), stage1
 
 
+# the 8 random characters of an atomic write's temporary file (hex now; tempfile.mkstemp's alphabet before)
+_TEMPORARY_SUFFIX = re.compile(r"\.[a-z0-9_]{8}")
+
+
 def _is_leftover(name: str, names) -> bool:
-    """The temporary file of an atomic write of one of ``names`` killed halfway: ``.<name>.<random>``."""
-    return name.startswith(".") and any(name.startswith(f".{known}.") for known in names)
+    """The temporary file of an atomic write of one of ``names`` killed halfway: ``.<name>.<8 random>``.
+
+    The exact form keeps a user's ``.config.yaml.bak`` from counting as ours (and from being removed).
+    """
+    return name.startswith(".") and any(name.startswith(f".{known}.") and
+                                        _TEMPORARY_SUFFIX.fullmatch(name, len(known) + 1) for known in names)
+
+
+def remove_leftovers(run_dir: str | Path) -> list[str]:
+    """Delete the temporary files that writes killed halfway left in a run directory; their names.
+
+    Call it holding :func:`lock` (another process's temporary file is no leftover) and only on a
+    folder that is a run (unstarted, resumable or finished): a foreign folder is never touched.
+    """
+    path = Path(run_dir)
+    gone = [e for e in sorted(os.listdir(path)) if _is_leftover(e, _REGISTRY) and (path / e).is_file()]
+    for name in gone:
+        (path / name).unlink(missing_ok=True)
+    return gone
 
 
 def _is_our_config(path: Path) -> bool:
@@ -228,7 +270,7 @@ def clear(run_dir: str | Path) -> None:
     st = status(path)
     if st.state != UNSTARTED:
         raise ValueError(f"{path} is {st.state}, not unstarted: only an unstarted run is cleared")
-    entries = os.listdir(path)
+    entries = [e for e in os.listdir(path) if e != LOCK]  # the lock belongs to the process clearing it
     foreign, _ = _not_ours(path, entries, _is_our_config(path / CONFIG))
     for name in entries:
         if name != STAGE1 and name not in foreign:
@@ -243,6 +285,144 @@ def foreign_entries(folder: str | Path, allowed: tuple[str, ...]) -> list[str]:
     if not path.is_dir():
         return [path.name]
     return sorted(e for e in os.listdir(path) if e not in allowed and not _is_leftover(e, allowed))
+
+
+# ---- the lock -----------------------------------------------------------------------------------
+
+
+class RunDirLockedError(FileExistsError):
+    """Another process holds the run directory's lock (``holder``: what it wrote about itself)."""
+
+    def __init__(self, path: Path, holder: dict[str, Any] | None) -> None:
+        self.path, self.holder = path, holder
+        super().__init__(f"{path} is in use by another elr process ({_holder_text(holder)}); wait for it to end, "
+                         "or stop it and run the same command again")
+
+
+_HELD: dict[str, int] = {}  # real path of a folder this process has locked -> how many lock() blocks hold it
+
+
+@contextlib.contextmanager
+def lock(run_dir: str | Path, *, create: bool = True) -> Iterator[None]:
+    """Hold ``run_dir``'s exclusive lock for the ``with`` block; :class:`RunDirLockedError` when another
+    process holds it.
+
+    A POSIX record lock (``fcntl.lockf``) on ``run_dir/.elr.lock``: the operating system releases it when
+    the process dies, so a killed run never leaves a stale lock. (``flock`` would be inherited by
+    forked data-loader workers and outlive a killed trainer until they notice.) The file names the
+    holder (pid, host, start, command) for the message a second process gets, and is removed when
+    the block ends. Re-entrant within a process.
+
+    ``create``: make a missing folder (and parents); folders made here are removed again if the block
+    leaves them empty, so input refused inside it leaves nothing behind. Without ``create`` a missing
+    folder, or a path that is not a folder, is not locked: the caller's own checks report it.
+    Without ``fcntl`` (Windows) nothing is locked.
+    """
+    path = Path(run_dir)
+    key = os.path.realpath(path)
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    if fcntl is None or (path.exists() and not path.is_dir()) or (not create and not path.exists()):
+        yield
+        return
+    made: list[Path] = []
+    try:
+        fd = _acquire(path, made, create)
+    except BaseException:
+        _remove_if_empty(made)
+        raise
+    _HELD[key] = 1
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        # unlinked while still held: a process that opened the old file sees it is gone and retries
+        with contextlib.suppress(OSError):
+            os.unlink(path / LOCK)
+        os.close(fd)
+        _remove_if_empty(made)
+
+
+def _acquire(path: Path, made: list[Path], create: bool) -> int:
+    lock_path = path / LOCK
+    while True:
+        if create:
+            made.extend(_make_folders(path))
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileNotFoundError:
+            if create:  # the folder was removed in between (another process's cleanup): make it again
+                continue
+            raise
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:  # EACCES or EAGAIN: held by another process
+            holder = None
+            for _ in range(25):  # a holder that has just locked writes its record next
+                holder = _read_holder(fd)
+                if holder is not None:
+                    break
+                time.sleep(0.02)
+            os.close(fd)
+            raise RunDirLockedError(path, holder) from err
+        try:
+            current = os.stat(lock_path)
+        except FileNotFoundError:
+            current = None
+        opened = os.fstat(fd)
+        if current is not None and (current.st_ino, current.st_dev) == (opened.st_ino, opened.st_dev):
+            break
+        os.close(fd)  # we locked a file its holder removed on leaving: lock the one now there
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300]}
+    os.ftruncate(fd, 0)
+    os.write(fd, (json.dumps(holder) + "\n").encode())
+    return fd
+
+
+def _make_folders(path: Path) -> list[Path]:
+    """Create ``path`` and its missing parents; the folders created, deepest first."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in dict.fromkeys(folders):  # deepest first; a folder that filled up meanwhile stays
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _read_holder(fd: int) -> dict[str, Any] | None:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode())
+    except (OSError, ValueError):  # being written, or from another program
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _holder_text(holder: dict[str, Any] | None) -> str:
+    if not holder:
+        return "holder unknown"
+    parts = [f"pid {holder.get('pid', '?')}"]
+    if holder.get("host") and holder.get("host") != socket.gethostname():
+        parts[0] += f" on {holder['host']}"
+    if holder.get("since"):
+        parts.append(f"since {holder['since']}")
+    if holder.get("command"):
+        parts.append(" ".join(str(holder["command"]).split()))  # one line whatever the command held
+    return ", ".join(parts)
 
 
 # ---- readers and writers ------------------------------------------------------------------------

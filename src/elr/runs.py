@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import __version__, detect, noise, rundir
-from .distributed import Distributed, attach_target_sync, init_from_env
+from .distributed import Distributed, attach_target_sync, init_from_env, launched_distributed
 from .config import FILE_DATASETS, Config, ConfigError
 from .data import InMemoryDataset, read_dataset, stratified_split
 from .data.cifar_n import CIFAR_N, read_cifar_n
@@ -294,17 +294,51 @@ def train_or_resume(
         ``summary.json`` is returned, nothing is trained).
     """
     run_dir = Path(run_dir)
-    decision = rundir.decide(config, run_dir)
-    if decision.action == "refuse":
-        raise FileExistsError(f"{run_dir} {decision.reason}; move it away or choose another folder")
-    if decision.action in ("train", "restart"):
-        summary = _start(config, run_dir, progress, device, sweep_record)
-        return ("trained" if decision.action == "train" else "restarted"), summary
-    if sweep_record is not None:
-        rundir.write_sweep_record(run_dir, sweep_record)
-    if decision.action == "skip":
-        return "skipped", rundir.read_summary(run_dir)
-    return "resumed", resume(run_dir, progress=progress, device=device)
+    with _lock_alone(run_dir, create=True):  # the decision holds while this process works on it
+        decision = rundir.decide(config, run_dir)
+        if decision.action == "refuse":
+            raise FileExistsError(f"{run_dir} {decision.reason}; move it away or choose another folder")
+        if decision.action in ("train", "restart"):
+            summary = _start(config, run_dir, progress, device, sweep_record)
+            return ("trained" if decision.action == "train" else "restarted"), summary
+        if sweep_record is not None:
+            rundir.write_sweep_record(run_dir, sweep_record)
+        if decision.action == "skip":
+            rundir.remove_leftovers(run_dir)
+            return "skipped", rundir.read_summary(run_dir)
+        return "resumed", resume(run_dir, progress=progress, device=device)
+
+
+def _lock_alone(run_dir: Path, *, create: bool) -> contextlib.AbstractContextManager[None]:
+    """The run directory's lock for a process on its own; under torchrun rank 0 takes it later
+    (:func:`_holding`), once the process group can tell the other ranks whether it got it."""
+    return contextlib.nullcontext() if launched_distributed() else rundir.lock(run_dir, create=create)
+
+
+@contextlib.contextmanager
+def _holding(run_dir: Path, distributed: Distributed | None, *, create: bool):
+    """Hold ``run_dir``'s lock: this process alone, or rank 0 for every rank of a distributed run.
+
+    A rank 0 that cannot take it (another process holds it) sends its error to the other ranks,
+    which raise it too instead of waiting for rank 0 at the next barrier.
+    """
+    if distributed is None:
+        with rundir.lock(run_dir, create=create):
+            yield
+        return
+    with contextlib.ExitStack() as held:
+        failure = None
+        if distributed.is_main:
+            try:
+                held.enter_context(rundir.lock(run_dir, create=create))
+            except FileExistsError as err:
+                failure = err
+        message = distributed.broadcast_from_main(None if failure is None else str(failure))
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise FileExistsError(message)
+        yield
 
 
 def _start(config: Config, run_dir: Path, progress: Progress | None, device: str | None,
@@ -344,6 +378,12 @@ def _refusal(st: rundir.RunStatus) -> str:
 
 def _train(config: Config, run_dir: Path, progress: Progress | None, device: str | None,
            distributed: Distributed | None, sweep_record: dict[str, Any] | None) -> dict[str, Any]:
+    with _holding(run_dir, distributed, create=True):  # made here, the folder goes again if nothing is written
+        return _train_locked(config, run_dir, progress, device, distributed, sweep_record)
+
+
+def _train_locked(config: Config, run_dir: Path, progress: Progress | None, device: str | None,
+                  distributed: Distributed | None, sweep_record: dict[str, Any] | None) -> dict[str, Any]:
     st = rundir.status(run_dir)
     if st.state not in (rundir.NEW, rundir.UNSTARTED):
         raise FileExistsError(_refusal(st))
@@ -390,9 +430,10 @@ def resume(run_dir: str | Path, *, progress: Progress | None = None, device: str
     shards, and so the batches, depend on it).
     """
     run_dir = Path(run_dir)
-    config = _checkpointed_run_config(run_dir, "resume")
-    distributed = _join_process_group(config, device)
-    return _in_process_group(distributed, lambda: _resume(config, run_dir, progress, device, distributed))
+    with _lock_alone(run_dir, create=False):
+        config = _checkpointed_run_config(run_dir, "resume")
+        distributed = _join_process_group(config, device)
+        return _in_process_group(distributed, lambda: _resume(config, run_dir, progress, device, distributed))
 
 
 def _checkpointed_run_config(run_dir: Path, verb: str) -> Config:
@@ -417,6 +458,16 @@ def _checkpointed_run_config(run_dir: Path, verb: str) -> Config:
 
 def _resume(config: Config, run_dir: Path, progress: Progress | None, device: str | None,
             distributed: Distributed | None) -> dict[str, Any]:
+    with _holding(run_dir, distributed, create=False):
+        if distributed is not None:  # rank 0 has just taken the lock: look again
+            config = _checkpointed_run_config(run_dir, "resume")
+        if distributed is None or distributed.is_main:
+            rundir.remove_leftovers(run_dir)  # temporary files of a write the kill cut short
+        return _resume_locked(config, run_dir, progress, device, distributed)
+
+
+def _resume_locked(config: Config, run_dir: Path, progress: Progress | None, device: str | None,
+                   distributed: Distributed | None) -> dict[str, Any]:
     state = rundir.load_checkpoint(run_dir)
     differ = rundir.config_difference(config, state["config"])
     if differ:
