@@ -148,6 +148,22 @@ def test_second_process_is_refused_naming_the_holder_and_a_killed_holder_frees_t
     assert os.listdir(run) == []  # the lock file is gone; the folder, made by the holder, stays
 
 
+def test_holder_names_who_holds_a_folder_without_touching_it(tmp_path):
+    run = tmp_path / "run"
+    assert rundir.holder(run) is None and not run.exists()
+    holder = start_holder(run)
+    try:
+        assert rundir.holder(run)["pid"] == holder.pid
+    finally:
+        stop(holder)
+    assert rundir.holder(run) is None  # the lock file a killed holder left holds nothing
+    probe = "import sys\nfrom elr import rundir\nprint(rundir.holder(sys.argv[1])['pid'])"
+    with rundir.lock(run):
+        assert rundir.holder(run) is None  # not another process; and asking does not drop this process's lock
+        seen = subprocess.run([sys.executable, "-c", probe, str(run)], capture_output=True, text=True, timeout=60)
+        assert seen.stdout.strip() == str(os.getpid()), seen.stderr
+
+
 def test_lock_leaves_no_folder_behind_and_never_locks_what_is_not_a_folder(tmp_path):
     deep = tmp_path / "a" / "b" / "run"
     with pytest.raises(KeyError):
@@ -235,6 +251,11 @@ def test_sweep_leaves_a_run_another_process_holds_and_says_so(tmp_path, capsys):
     holder = start_holder(tmp_path / "out" / "seed-1")
     try:
         capsys.readouterr()
+        assert main(["sweep", str(sweep), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split() == ["new", "seed-0", "2", "epochs", "left"]
+        assert lines[1].startswith(f"new       seed-1  2 epochs left (being trained by another process: pid {holder.pid}, "
+                                   "since ")
         assert main(["sweep", str(sweep), "--out", str(tmp_path / "out")]) == 0
         out, err = capsys.readouterr()
         assert f"left seed-1 to the process that holds it: {tmp_path / 'out' / 'seed-1'} is in use by another " \
@@ -359,3 +380,30 @@ def test_resume_of_a_folder_that_does_not_exist_creates_nothing(tmp_path):
     with pytest.raises(FileNotFoundError, match="it does not exist"):
         resume(tmp_path / "absent")
     assert os.listdir(tmp_path) == []
+
+
+def test_two_stage_runs_and_the_demo_take_the_lock_too(tmp_path):
+    from elr.demo import run_demo
+
+    raw = _raw(epochs=2)
+    raw["loss"] = {"name": "forward", "transition": "estimate", "estimate_epochs": 1}
+    two_stage = Config.from_dict(raw).validate()
+    for held, refused in ((tmp_path / "fw", "fw"), (tmp_path / "fw" / rundir.STAGE1, f"fw/{rundir.STAGE1}")):
+        holder = start_holder(held)
+        try:
+            with pytest.raises(rundir.RunDirLockedError, match=f"{tmp_path / refused} is in use"):
+                train(two_stage, tmp_path / "fw")
+        finally:
+            stop(holder)
+        assert [p.name for p in held.iterdir()] == [rundir.LOCK]  # nothing trained, nothing written
+        assert rundir.status(tmp_path / "fw").state == (rundir.NEW if held.name == "fw" else rundir.UNSTARTED)
+    # the stale locks of both stages block nothing: the run trains, and no lock file stays behind
+    assert train(two_stage, tmp_path / "fw")["epochs"] == 2
+    assert rundir.LOCK not in os.listdir(tmp_path / "fw") + os.listdir(tmp_path / "fw" / rundir.STAGE1)
+    holder = start_holder(tmp_path / "demo" / "ce")
+    try:
+        with pytest.raises(rundir.RunDirLockedError, match="demo/ce is in use"):
+            run_demo(tmp_path / "demo", epochs=2)
+    finally:
+        stop(holder)
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["ce"]

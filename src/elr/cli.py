@@ -245,6 +245,7 @@ def _cost_line(plan) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiments import Sweep, plan_sweep, run_sweep
+    from .rundir import holder_text
 
     sweep = Sweep.load(args.sweep, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / sweep.name
@@ -255,6 +256,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         width = max(len(r.name) for r in plan.runs)
         for r in plan.runs:
             detail = f"{r.epochs_left} epochs left" if r.status in ("new", "resume", "restart") else r.reason
+            if r.holder is not None:
+                detail += f" (being trained by another process: {holder_text(r.holder)})"
             print(f"{r.status:<8}  {r.name:<{width}}  {detail}".rstrip())
         print(header)
         print(_cost_line(plan))

@@ -320,7 +320,8 @@ class PlannedRun:
     ``restart`` (an unstarted run, killed or failed before its first checkpoint: its files are
     cleared and it starts over), ``done`` (a summary with every epoch) or ``conflict`` (the
     directory holds a run of a different config, or files that are not a run's; ``reason`` says
-    which). See :func:`elr.rundir.decide`.
+    which). See :func:`elr.rundir.decide`. ``holder``: who holds the run directory's lock when
+    another process is training it (:func:`elr.rundir.holder`).
     """
 
     spec: RunSpec
@@ -329,6 +330,7 @@ class PlannedRun:
     epochs_left: int
     reason: str = ""
     seconds_per_epoch: float | None = None
+    holder: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -427,7 +429,7 @@ def plan_sweep(sweep: Sweep, out_dir: str | Path, *, only: Sequence[str] | None 
     for spec in select_runs(sweep.expand(), only):
         run_dir = out_dir / spec.name
         status, left, reason = _status(spec, run_dir)
-        runs.append(PlannedRun(spec, run_dir, status, left, reason))
+        runs.append(PlannedRun(spec, run_dir, status, left, reason, holder=rundir.holder(run_dir)))
     measured: dict[str, list[float]] = {}
     for run in runs:
         if run.status != "conflict":

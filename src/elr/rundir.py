@@ -150,7 +150,8 @@ def status(run_dir: str | Path) -> RunStatus:
                              epochs=epochs)
     if foreign:
         return RunStatus(path, FOREIGN, f"holds {foreign[0]!r}, which is not a file of an elr run")
-    if own_config or stage1 not in (None, NEW) or all(e.startswith(".") for e in entries):
+    # a stage1_ce/ still empty (or holding only a lock) is the start of a two-stage run killed early
+    if own_config or stage1 is not None or all(e.startswith(".") for e in entries):
         return RunStatus(path, UNSTARTED, epochs=_configured_epochs(path))
     shown = next(e for e in entries if not e.startswith("."))
     return RunStatus(path, FOREIGN, f"holds {shown!r} but no {CONFIG} written by elr, so it is not a run")
@@ -295,7 +296,7 @@ class RunDirLockedError(FileExistsError):
 
     def __init__(self, path: Path, holder: dict[str, Any] | None) -> None:
         self.path, self.holder = path, holder
-        super().__init__(f"{path} is in use by another elr process ({_holder_text(holder)}); wait for it to end, "
+        super().__init__(f"{path} is in use by another elr process ({holder_text(holder)}); wait for it to end, "
                          "or stop it and run the same command again")
 
 
@@ -346,6 +347,29 @@ def lock(run_dir: str | Path, *, create: bool = True) -> Iterator[None]:
             os.unlink(path / LOCK)
         os.close(fd)
         _remove_if_empty(made)
+
+
+def holder(run_dir: str | Path) -> dict[str, Any] | None:
+    """Who holds ``run_dir``'s lock (pid, host, since, command); None when no other process does.
+
+    Reads only: a folder without a lock file is not touched.
+    """
+    path = Path(run_dir)
+    key = os.path.realpath(path)
+    if fcntl is None or key in _HELD:  # a second descriptor closed here would drop this process's own lock
+        return None
+    try:
+        fd = os.open(path / LOCK, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return _read_holder(fd) or {}
+        return None  # free (a lock file a killed process left); closing releases the test lock
+    finally:
+        os.close(fd)
 
 
 def _acquire(path: Path, made: list[Path], create: bool) -> int:
@@ -412,7 +436,8 @@ def _read_holder(fd: int) -> dict[str, Any] | None:
     return holder if isinstance(holder, dict) else None
 
 
-def _holder_text(holder: dict[str, Any] | None) -> str:
+def holder_text(holder: dict[str, Any] | None) -> str:
+    """The holder of a lock in one line: ``pid 4711 [on host], since ..., command``."""
     if not holder:
         return "holder unknown"
     parts = [f"pid {holder.get('pid', '?')}"]

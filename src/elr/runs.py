@@ -254,8 +254,9 @@ def train(
     """Train a new run into ``out_dir``. Returns the summary.
 
     ``out_dir`` is absent, empty or an unstarted run (one that never reached its first checkpoint:
-    its files are replaced). A resumable or finished run, or a folder of other files, is refused
-    with FileExistsError and left as it was. The config, data and method are checked before the
+    its files are replaced). A resumable or finished run, a folder of other files, or one another
+    process works in (:class:`elr.rundir.RunDirLockedError`) is refused with FileExistsError and
+    left as it was. The config, data and method are checked before the
     first byte is written, so bad input leaves no folder behind.
 
     Under torchrun (WORLD_SIZE > 1) every process calls this; they train data-parallel and rank 0
@@ -276,7 +277,8 @@ def train_or_resume(
 
     A new folder is trained, an unstarted run is started over, a resumable run of the same config
     is resumed and a finished one is left as it is. A folder of other files, or a run of another
-    config, raises FileExistsError and is left as it was.
+    config, raises FileExistsError and is left as it was; so does a folder another process works
+    in (:class:`elr.rundir.RunDirLockedError`): the lock is held from the first look to the last write.
 
     Parameters
     ----------
