@@ -407,3 +407,31 @@ def test_two_stage_runs_and_the_demo_take_the_lock_too(tmp_path):
     finally:
         stop(holder)
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["ce"]
+
+
+def test_a_folder_this_process_cannot_write_is_read_without_a_lock(tmp_path, monkeypatch):
+    import errno
+
+    from elr.runs import train_or_resume
+
+    config = Config.load(digits_yaml(tmp_path))
+    run = tmp_path / "run"
+    train(config, run)
+    real_open = os.open
+
+    def read_only(path, flags, *args):  # what a read-only mount answers to creating the lock file
+        if str(path).endswith(rundir.LOCK):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    assert train_or_resume(config, run)[0] == "skipped"  # a finished run in a read-only folder is still skipped
+
+    def disk_full(path, flags, *args):  # any other failure to make the lock file stops the process
+        if str(path).endswith(rundir.LOCK):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        train_or_resume(config, run)

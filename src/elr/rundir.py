@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -300,6 +301,7 @@ class RunDirLockedError(FileExistsError):
                          "or stop it and run the same command again")
 
 
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 _HELD: dict[str, int] = {}  # real path of a folder this process has locked -> how many lock() blocks hold it
 
 
@@ -316,8 +318,9 @@ def lock(run_dir: str | Path, *, create: bool = True) -> Iterator[None]:
 
     ``create``: make a missing folder (and parents); folders made here are removed again if the block
     leaves them empty, so input refused inside it leaves nothing behind. Without ``create`` a missing
-    folder, or a path that is not a folder, is not locked: the caller's own checks report it.
-    Without ``fcntl`` (Windows) nothing is locked.
+    folder, or a path that is not a folder, is not locked: the caller's own checks report it; nor is
+    a folder this process may not write (read-only: a finished run there can still be read and
+    skipped). Without ``fcntl`` (Windows) nothing is locked.
     """
     path = Path(run_dir)
     key = os.path.realpath(path)
@@ -332,8 +335,14 @@ def lock(run_dir: str | Path, *, create: bool = True) -> Iterator[None]:
         yield
         return
     made: list[Path] = []
+    fd: int | None
     try:
         fd = _acquire(path, made, create)
+    except OSError as err:
+        _remove_if_empty(made)
+        if isinstance(err, RunDirLockedError) or err.errno not in _UNWRITABLE:
+            raise
+        fd = None  # a folder this process cannot write needs no lock: nothing it does there can collide
     except BaseException:
         _remove_if_empty(made)
         raise
@@ -342,10 +351,11 @@ def lock(run_dir: str | Path, *, create: bool = True) -> Iterator[None]:
         yield
     finally:
         del _HELD[key]
-        # unlinked while still held: a process that opened the old file sees it is gone and retries
-        with contextlib.suppress(OSError):
-            os.unlink(path / LOCK)
-        os.close(fd)
+        if fd is not None:
+            # unlinked while still held: a process that opened the old file sees it is gone and retries
+            with contextlib.suppress(OSError):
+                os.unlink(path / LOCK)
+            os.close(fd)
         _remove_if_empty(made)
 
 
@@ -404,8 +414,9 @@ def _acquire(path: Path, made: list[Path], create: bool) -> int:
         os.close(fd)  # we locked a file its holder removed on leaving: lock the one now there
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
               "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300]}
-    os.ftruncate(fd, 0)
-    os.write(fd, (json.dumps(holder) + "\n").encode())
+    with contextlib.suppress(OSError):  # the record only informs a refused process (a full disk: none)
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(holder) + "\n").encode())
     return fd
 
 
