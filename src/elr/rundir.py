@@ -413,11 +413,18 @@ def _acquire(path: Path, made: list[Path], create: bool) -> int:
             break
         os.close(fd)  # we locked a file its holder removed on leaving: lock the one now there
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300]}
+              "command": _command_line()}
     with contextlib.suppress(OSError):  # the record only informs a refused process (a full disk: none)
         os.ftruncate(fd, 0)
         os.write(fd, (json.dumps(holder) + "\n").encode())
     return fd
+
+
+def _command_line() -> str:
+    """This process's command as a user typed it: ``elr train ...`` (``python -m elr`` included)."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    name = program.parent.name if program.name == "__main__.py" else program.name
+    return " ".join([name, *sys.argv[1:]])[:300]
 
 
 def _make_folders(path: Path) -> list[Path]:
