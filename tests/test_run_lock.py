@@ -5,6 +5,7 @@ Processes are started by the tests and killed only by their own PID.
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -135,6 +136,8 @@ def test_second_process_is_refused_naming_the_holder_and_a_killed_holder_frees_t
             with rundir.lock(run):
                 pass
         assert caught.value.holder["pid"] == holder.pid and "\n" not in str(caught.value)
+        copy = pickle.loads(pickle.dumps(caught.value))  # as a worker process would send it back
+        assert (str(copy), copy.holder) == (str(caught.value), caught.value.holder)
         assert os.listdir(run) == [rundir.LOCK]  # the refused process changed nothing
     finally:
         stop(holder)
@@ -216,7 +219,7 @@ def _raw(epochs: int) -> dict:
 def test_two_sweeps_on_one_folder_train_each_run_once(tmp_path):
     (tmp_path / "s.yaml").write_text(textwrap.dedent(f"""\
         name: pair
-        config: {json.dumps(_raw(epochs=12))}
+        config: {json.dumps(_raw(epochs=30))}
         grid: {{seed: [0, 1, 2]}}
         methods:
           CE: {{loss: {{name: ce}}}}
@@ -237,7 +240,7 @@ def test_two_sweeps_on_one_folder_train_each_run_once(tmp_path):
     assert set(json.loads(alone.stdout.splitlines()[-1]).values()) == {"trained"}
     for name in names:
         a, b = tmp_path / "shared" / name, tmp_path / "alone" / name
-        assert len(epochs_of(a)) == 12 and epochs_of(a) == epochs_of(b), name
+        assert len(epochs_of(a)) == 30 and epochs_of(a) == epochs_of(b), name
         assert sorted(os.listdir(a)) == sorted(os.listdir(b)) and rundir.LOCK not in os.listdir(a)
 
 
@@ -258,8 +261,7 @@ def test_sweep_leaves_a_run_another_process_holds_and_says_so(tmp_path, capsys):
                                    "since ")
         assert main(["sweep", str(sweep), "--out", str(tmp_path / "out")]) == 0
         out, err = capsys.readouterr()
-        assert f"left seed-1 to the process that holds it: {tmp_path / 'out' / 'seed-1'} is in use by another " \
-               f"elr process (pid {holder.pid}" in err
+        assert f"left seed-1 to the process that holds it (pid {holder.pid}, since " in err
         assert "sweep held: 1 trained, 1 busy" in out and "were left to it" in out
         assert os.listdir(tmp_path / "out" / "seed-1") == [rundir.LOCK]  # not touched
     finally:
@@ -435,3 +437,63 @@ def test_a_folder_this_process_cannot_write_is_read_without_a_lock(tmp_path, mon
     monkeypatch.setattr(os, "open", disk_full)
     with pytest.raises(OSError, match="No space left on device"):
         train_or_resume(config, run)
+
+
+def test_a_passing_probe_is_waited_out_and_a_file_system_without_locks_trains_unlocked(tmp_path, monkeypatch, caplog):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / rundir.LOCK).write_text("")
+    # another process asks who holds the folder (a shared lock for 0.2 s, longer than any real probe)
+    probe = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import fcntl, os, sys, time
+        fd = os.open(sys.argv[1], os.O_RDONLY)
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        print("probing", flush=True)
+        time.sleep(0.2)
+    """), str(run / rundir.LOCK)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert probe.stdout.readline().strip() == "probing"
+        with rundir.lock(run):  # not refused: the lock is tried again until the probe lets go
+            assert json.loads((run / rundir.LOCK).read_text())["pid"] == os.getpid()
+    finally:
+        stop(probe)
+
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):  # Lustre without flock, NFS without its lock daemon
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    config = Config.load(digits_yaml(tmp_path))
+    with caplog.at_level("WARNING", logger="elr.rundir"):
+        assert train(config, tmp_path / "unlocked")["epochs"] == 2
+    assert f"cannot lock {tmp_path / 'unlocked'} (No locks available)" in caplog.text
+    assert rundir.LOCK not in os.listdir(tmp_path / "unlocked")
+
+
+def test_a_lock_file_another_user_left_is_replaced_unless_held(tmp_path, monkeypatch):
+    import errno
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / rundir.LOCK).write_text('{"pid": 1}')
+    real_open, refused = os.open, []
+
+    def not_ours(path, flags, *args):  # root opens anything: play the user who may not write this file
+        if str(path).endswith(rundir.LOCK) and flags & os.O_RDWR and not refused:
+            refused.append(path)
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", not_ours)
+    with rundir.lock(run):  # nobody holds the other user's file: it is replaced by this process's own
+        assert refused and json.loads((run / rundir.LOCK).read_text())["pid"] == os.getpid()
+    refused.clear()
+    holder = start_holder(run)
+    try:
+        with pytest.raises(rundir.RunDirLockedError, match=f"pid {holder.pid}"):
+            with rundir.lock(run):
+                pass
+    finally:
+        stop(holder)

@@ -25,16 +25,25 @@ class TerminalProgress:
         self.stream = stream or sys.stderr
         self.bars = self.stream.isatty()
         self.announce = announce  # say where the run goes, or which epoch it resumes from
+        self._announced: set[Path] = set()
         self._bar = None
         self._epoch_bar = None
 
     def fit_start(self, run_dir: Path | None, done: int, epochs: int) -> None:
+        from .rundir import STAGE1
+
         if not self.announce or run_dir is None:
             return
+        stage = ""
+        if run_dir.name == STAGE1:  # a two-stage run: its cross-entropy stage trains first, inside it
+            stage = " (stage 1 of 2: cross entropy, to estimate the transition matrix)"
+            self._announced.add(run_dir.parent)
+        elif run_dir in self._announced:
+            stage = " (stage 2 of 2)"
         if done == 0:
-            line = f"run directory: {run_dir}"
+            line = f"run directory: {run_dir}{stage}"
         elif done < epochs:
-            line = f"resuming {run_dir} from epoch {done + 1} of {epochs}"
+            line = f"resuming {run_dir}{stage} from epoch {done + 1} of {epochs}"
         else:
             line = f"{run_dir} has trained all {epochs} epochs; writing its summary and plots again"
         print(line, file=self.stream, flush=True)
@@ -277,7 +286,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if outcome.result == "failed":
             print(f"FAILED {outcome.name}: {outcome.error}", file=sys.stderr, flush=True)
         elif outcome.result == "busy":
-            print(f"left {outcome.name} to the process that holds it: {outcome.error}", file=sys.stderr, flush=True)
+            print(f"left {outcome.name} to the process that holds it ({outcome.error})", file=sys.stderr, flush=True)
         elif outcome.result != "skipped" and args.jobs > 1:
             acc = outcome.summary["last"]["test_acc"]
             print(f"{outcome.result} {outcome.name}: test accuracy {100 * acc:.2f}%", file=sys.stderr, flush=True)
@@ -304,7 +313,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from .detect import detect_label_issues, label_issue_report
-    from .rundir import write_label_issues
+    from .rundir import lock, write_label_issues
 
     if args.top < 0:
         raise ValueError(f"--top must be a count >= 0, got {args.top}")
@@ -314,9 +323,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise ValueError(f"--threshold must lie in (0, 1], got {args.threshold}")
     rule = args.rule or ("threshold" if args.threshold is not None else "argmax")
     threshold = 0.5 if args.threshold is None else args.threshold
-    table = detect_label_issues(args.run_dir, score=args.score, rule=rule, threshold=threshold)
-    report = label_issue_report(args.run_dir, table)
-    path = write_label_issues(args.run_dir, table)
+    with lock(args.run_dir, create=False):  # not while another process resumes or rewrites the run
+        table = detect_label_issues(args.run_dir, score=args.score, rule=rule, threshold=threshold)
+        report = label_issue_report(args.run_dir, table)
+        path = write_label_issues(args.run_dir, table)
     n, flagged, src = len(table["index"]), report["flagged"], report["sources"]
     where = [f"ELR targets for {src['targets']}"]
     if src["held_out_model"]:
@@ -473,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
         if args.verbose or os.environ.get("ELR_DEBUG"):
             raise
-        print(f"elr {args.command}: error: {err}", file=sys.stderr)
+        if not getattr(err, "relayed", False):  # under torchrun rank 0's error, repeated by the others
+            print(f"elr {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -487,7 +487,7 @@ def _execute(task: dict[str, Any], progress: Progress | None = None) -> dict[str
         result = {"restarted": "trained"}.get(action, action)
         return {"result": result, "summary": _jsonable(summary)}
     except rundir.RunDirLockedError as err:  # another process (a second sweep) trains it: left to that process
-        return {"result": "busy", "error": str(err)}
+        return {"result": "busy", "error": rundir.holder_text(err.holder)}
     except Exception as err:  # a failed run is reported and the sweep goes on with the others
         log.warning("run %s failed: %s: %s", run_dir, type(err).__name__, err, exc_info=True)
         return {"result": "failed", "error": f"{type(err).__name__}: {err}"}

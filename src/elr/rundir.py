@@ -26,6 +26,7 @@ import csv
 import errno
 import io
 import json
+import logging
 import os
 import re
 import socket
@@ -49,6 +50,8 @@ from .checkpoint import atomic_write_bytes, atomic_write_text
 from .checkpoint import load_checkpoint as _load_checkpoint
 from .checkpoint import save_checkpoint as _save_checkpoint
 from .config import Config, ConfigError
+
+log = logging.getLogger(__name__)
 
 NEW, UNSTARTED, RESUMABLE, FINISHED, FOREIGN = "new", "unstarted", "resumable", "finished", "foreign"
 STATUSES = (NEW, UNSTARTED, RESUMABLE, FINISHED, FOREIGN)
@@ -192,9 +195,12 @@ def remove_leftovers(run_dir: str | Path) -> list[str]:
     folder that is a run (unstarted, resumable or finished): a foreign folder is never touched.
     """
     path = Path(run_dir)
-    gone = [e for e in sorted(os.listdir(path)) if _is_leftover(e, _REGISTRY) and (path / e).is_file()]
-    for name in gone:
-        (path / name).unlink(missing_ok=True)
+    gone = []
+    for name in sorted(os.listdir(path)):
+        if _is_leftover(name, _REGISTRY) and (path / name).is_file():
+            with contextlib.suppress(OSError):  # a read-only finished run keeps them, and is still read
+                (path / name).unlink()
+                gone.append(name)
     return gone
 
 
@@ -300,8 +306,10 @@ class RunDirLockedError(FileExistsError):
         super().__init__(f"{path} is in use by another elr process ({holder_text(holder)}); wait for it to end, "
                          "or stop it and run the same command again")
 
+    def __reduce__(self):  # pickled (a worker process's result) with its own arguments, not the message
+        return type(self), (self.path, self.holder)
 
-_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
 _HELD: dict[str, int] = {}  # real path of a folder this process has locked -> how many lock() blocks hold it
 
 
@@ -320,7 +328,7 @@ def lock(run_dir: str | Path, *, create: bool = True) -> Iterator[None]:
     leaves them empty, so input refused inside it leaves nothing behind. Without ``create`` a missing
     folder, or a path that is not a folder, is not locked: the caller's own checks report it; nor is
     a folder this process may not write (read-only: a finished run there can still be read and
-    skipped). Without ``fcntl`` (Windows) nothing is locked.
+    skipped). On a file system without POSIX locks (or on Windows) nothing is locked, with a warning.
     """
     path = Path(run_dir)
     key = os.path.realpath(path)
@@ -335,14 +343,8 @@ def lock(run_dir: str | Path, *, create: bool = True) -> Iterator[None]:
         yield
         return
     made: list[Path] = []
-    fd: int | None
     try:
         fd = _acquire(path, made, create)
-    except OSError as err:
-        _remove_if_empty(made)
-        if isinstance(err, RunDirLockedError) or err.errno not in _UNWRITABLE:
-            raise
-        fd = None  # a folder this process cannot write needs no lock: nothing it does there can collide
     except BaseException:
         _remove_if_empty(made)
         raise
@@ -362,46 +364,67 @@ def lock(run_dir: str | Path, *, create: bool = True) -> Iterator[None]:
 def holder(run_dir: str | Path) -> dict[str, Any] | None:
     """Who holds ``run_dir``'s lock (pid, host, since, command); None when no other process does.
 
-    Reads only: a folder without a lock file is not touched.
+    Reads only: a shared lock tried for an instant, which a second reader does not disturb (a
+    process locking the folder meanwhile tries again, see :func:`_acquire`).
     """
     path = Path(run_dir)
-    key = os.path.realpath(path)
-    if fcntl is None or key in _HELD:  # a second descriptor closed here would drop this process's own lock
+    if fcntl is None or os.path.realpath(path) in _HELD:  # closing a second descriptor drops one's own lock
         return None
     try:
-        fd = os.open(path / LOCK, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path / LOCK, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
     try:
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return _read_holder(fd) or {}
+            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as err:
+            return (_read_holder(fd) or {}) if err.errno in _BUSY else None
         return None  # free (a lock file a killed process left); closing releases the test lock
     finally:
         os.close(fd)
 
 
-def _acquire(path: Path, made: list[Path], create: bool) -> int:
+_BUSY = (errno.EACCES, errno.EAGAIN)  # what lockf answers when another process holds the lock
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+_TRIES = 25  # 0.5 s: a holder() probe lets go at once, a holder that has just locked writes its record
+
+
+def _acquire(path: Path, made: list[Path], create: bool) -> int | None:
+    """The descriptor holding ``path``'s lock; None where no lock is needed or possible."""
     lock_path = path / LOCK
+    busy_tries = 0
     while True:
-        if create:
-            made.extend(_make_folders(path))
         try:
+            if create:
+                made.extend(_make_folders(path))
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
         except FileNotFoundError:
             if create:  # the folder was removed in between (another process's cleanup): make it again
                 continue
             raise
+        except OSError as err:
+            if err.errno not in _UNWRITABLE:
+                raise
+            if err.errno == errno.EROFS or not os.access(path if path.exists() else path.parent, os.W_OK):
+                return None  # a folder this process cannot write needs no lock: nothing it does there collides
+            _clear_lock_of_another_user(path)  # a lock file of another user's (killed) run
+            continue
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:  # EACCES or EAGAIN: held by another process
-            holder = None
-            for _ in range(25):  # a holder that has just locked writes its record next
-                holder = _read_holder(fd)
-                if holder is not None:
-                    break
+        except OSError as err:
+            if err.errno not in _BUSY:  # ENOLCK, ENOSYS, EOPNOTSUPP: this file system has no POSIX locks
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(lock_path)
+                log.warning("cannot lock %s (%s): a second process on this folder would not be stopped",
+                            path, os.strerror(err.errno or 0))
+                return None
+            busy_tries += 1
+            if busy_tries < _TRIES:
+                os.close(fd)
                 time.sleep(0.02)
+                continue
+            holder = _read_holder(fd)
             os.close(fd)
             raise RunDirLockedError(path, holder) from err
         try:
@@ -420,6 +443,28 @@ def _acquire(path: Path, made: list[Path], create: bool) -> int:
     return fd
 
 
+def _clear_lock_of_another_user(path: Path) -> None:
+    """Remove the lock file this process may not open for writing, unless its owner still holds it."""
+    try:
+        fd = os.open(path / LOCK, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in _BUSY:
+                raise RunDirLockedError(path, _read_holder(fd)) from err
+            raise
+        try:
+            os.unlink(path / LOCK)  # while the shared lock keeps anyone else from locking the old file
+        except PermissionError as err:  # a sticky folder: only its owner may remove it
+            raise PermissionError(f"{path / LOCK} was left by another user's run and this user may not replace "
+                                  f"it; remove it (no process holds it)") from err
+    finally:
+        os.close(fd)
+
+
 def _command_line() -> str:
     """This process's command as a user typed it: ``elr train ...`` (``python -m elr`` included)."""
     program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
@@ -432,6 +477,8 @@ def _make_folders(path: Path) -> list[Path]:
     missing = []
     for folder in (path, *path.parents):
         if folder.exists():
+            if not folder.is_dir():
+                raise FileExistsError(f"{path} cannot be made: {folder} is a file, not a folder")
             break
         missing.append(folder)
     path.mkdir(parents=True, exist_ok=True)

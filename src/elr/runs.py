@@ -333,13 +333,17 @@ def _holding(run_dir: Path, distributed: Distributed | None, *, create: bool):
         if distributed.is_main:
             try:
                 held.enter_context(rundir.lock(run_dir, create=create))
-            except FileExistsError as err:
+            except Exception as err:  # busy, or a path that cannot hold a folder: every rank stops
                 failure = err
-        message = distributed.broadcast_from_main(None if failure is None else str(failure))
+        shared = distributed.broadcast_from_main(None if failure is None else (type(failure), str(failure)))
         if failure is not None:
             raise failure
-        if message is not None:
-            raise FileExistsError(message)
+        if shared is not None:
+            kind, message = shared
+            builtin = next(k for k in kind.__mro__ if k.__module__ == "builtins")  # takes a message alone
+            relayed = builtin(message)
+            relayed.relayed = True  # rank 0 reports it; the CLI keeps this rank quiet
+            raise relayed
         yield
 
 
