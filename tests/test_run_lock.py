@@ -3,6 +3,7 @@
 Processes are started by the tests and killed only by their own PID.
 """
 
+import contextlib
 import json
 import os
 import pickle
@@ -13,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from elr import rundir
 from elr.cli import main
@@ -117,6 +119,17 @@ def run_together(tmp_path: Path, script: str, argvs: list[list[str]]) -> list[su
     return done
 
 
+@contextlib.contextmanager
+def one_thread():
+    """This process computes as the one-thread processes of :data:`TOGETHER` do (bitwise alike)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def epochs_of(run_dir: Path) -> list[dict]:
     """The per-epoch records without their timings."""
     return [{k: v for k, v in r.items() if "seconds" not in k} for r in rundir.read_metrics(run_dir)]
@@ -205,8 +218,8 @@ def test_two_trains_on_one_folder_one_trains_and_equals_a_run_alone(tmp_path):
     assert loser.stderr.startswith("elr train: error: X is in use by another elr process (pid ")
     assert "script.py train --config" in loser.stderr  # the holder's command line
     assert winner.stderr.splitlines()[0] == "run directory: X" and "wrote X" in winner.stdout
-    alone = run_together(tmp_path, ELR_CLI, [["train", "--config", str(config), "--out", "alone"]])[0]
-    assert alone.returncode == 0, alone.stderr[-2000:]
+    with one_thread():
+        train(Config.load(config), tmp_path / "alone")
     assert len(epochs_of(tmp_path / "X")) == 30 and epochs_of(tmp_path / "X") == epochs_of(tmp_path / "alone")
     assert sorted(os.listdir(tmp_path / "X")) == sorted(os.listdir(tmp_path / "alone"))  # no lock file left
 
@@ -235,9 +248,11 @@ def test_two_sweeps_on_one_folder_train_each_run_once(tmp_path):
         assert got in (["busy", "trained"], ["skipped", "trained"]), (name, got)
     assert any(r[n] == "busy" for r in results for n in names)  # they did meet
 
-    alone = run_together(tmp_path, SWEEP, [["alone"]])[0]
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    assert set(json.loads(alone.stdout.splitlines()[-1]).values()) == {"trained"}
+    from elr.experiments import Sweep, run_sweep
+
+    with one_thread():
+        alone = run_sweep(Sweep.load(tmp_path / "s.yaml"), tmp_path / "alone")
+    assert set(alone.results().values()) == {"trained"}
     for name in names:
         a, b = tmp_path / "shared" / name, tmp_path / "alone" / name
         assert len(epochs_of(a)) == 30 and epochs_of(a) == epochs_of(b), name
@@ -303,11 +318,9 @@ def test_kill_mid_save_leaves_a_temporary_file_that_resume_removes(tmp_path):
     assert (killed / rundir.LOCK).exists()  # left by the killed process: blocks nothing
     st = rundir.status(killed)
     assert (st.state, st.epochs_done, st.extra) == (rundir.RESUMABLE, 2, ())
-    code = "import sys, torch; torch.set_num_threads(1); from elr.runs import resume, train; " \
-           "from elr.config import Config; resume(sys.argv[1]); train(Config.load(sys.argv[2]), sys.argv[3])"
-    done = subprocess.run([sys.executable, "-c", code, str(killed), str(config), str(straight)], env=ENV,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
+    with one_thread():
+        resume(killed)
+        train(Config.load(config), straight)
     assert sorted(os.listdir(killed)) == sorted(os.listdir(straight))  # no temporary file, no lock
     assert epochs_of(killed) == epochs_of(straight) and len(epochs_of(killed)) == 5
 
