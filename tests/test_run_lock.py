@@ -174,6 +174,10 @@ def test_holder_names_who_holds_a_folder_without_touching_it(tmp_path):
         stop(holder)
     assert rundir.holder(run) is None  # the lock file a killed holder left holds nothing
     probe = "import sys\nfrom elr import rundir\nprint(rundir.holder(sys.argv[1])['pid'])"
+    for folder_mode, lock_mode in ((0o755, 0o644), (0o775, 0o664), (0o777, 0o666)):
+        run.chmod(folder_mode)  # whoever may write the folder may write its lock file: others must lock it too
+        with rundir.lock(run):
+            assert (run / rundir.LOCK).stat().st_mode & 0o777 == lock_mode
     with rundir.lock(run):
         assert rundir.holder(run) is None  # not another process; and asking does not drop this process's lock
         seen = subprocess.run([sys.executable, "-c", probe, str(run)], capture_output=True, text=True, timeout=60)
@@ -478,6 +482,10 @@ def test_a_passing_probe_is_waited_out_and_a_file_system_without_locks_trains_un
         raise OSError(errno.ENOLCK, "No locks available")
 
     monkeypatch.setattr(fcntl, "lockf", no_locks)
+    (run / rundir.LOCK).write_text('{"pid": 7, "host": "other"}')
+    with rundir.lock(run):  # a lock file already there may be another host's: it stays, untouched
+        pass
+    assert json.loads((run / rundir.LOCK).read_text()) == {"pid": 7, "host": "other"}
     config = Config.load(digits_yaml(tmp_path))
     with caplog.at_level("WARNING", logger="elr.rundir"):
         assert train(config, tmp_path / "unlocked")["epochs"] == 2
@@ -510,3 +518,52 @@ def test_a_lock_file_another_user_left_is_replaced_unless_held(tmp_path, monkeyp
                 pass
     finally:
         stop(holder)
+
+
+def test_lock_files_of_another_user_that_cannot_be_opened_stop_with_one_line(tmp_path, monkeypatch):
+    import errno
+
+    run = tmp_path / "run"
+    run.mkdir()
+    real_open, opens = os.open, []
+
+    def refused(path, flags, *args):  # a security module refusing the lock file, readable or not
+        if str(path).endswith(rundir.LOCK):
+            opens.append(flags)
+            assert len(opens) < 1000, "the lock spins"
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refused)
+    with pytest.raises(FileExistsError, match=f"{run / rundir.LOCK} belongs to another user and cannot be read"):
+        with rundir.lock(run):
+            pass
+    (run / rundir.LOCK).unlink(missing_ok=True)
+
+    def refused_write_only(path, flags, *args):  # no lock file there, yet opening one is refused
+        if str(path).endswith(rundir.LOCK) and flags & os.O_RDWR:
+            opens.append(flags)
+            assert len(opens) < 1000, "the lock spins"
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refused_write_only)
+    opens.clear()
+    with pytest.raises(PermissionError, match="Permission denied"):
+        with rundir.lock(run):
+            pass
+    assert 1 < len(opens) <= 25  # tried again a bounded number of times, then said why
+
+
+def test_rank_0_errors_reach_the_other_ranks_as_builtin_exceptions():
+    from elr.runs import _builtin_name
+
+    assert _builtin_name(rundir.RunDirLockedError(Path("x"), None)) == "FileExistsError"
+    assert _builtin_name(NotADirectoryError("x")) == "NotADirectoryError"
+    assert _builtin_name(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")) == "UnicodeError"
+
+    class Odd(Exception):  # a class the other ranks could not import
+        def __init__(self, a, b):
+            super().__init__(a, b)
+
+    assert _builtin_name(Odd(1, 2)) == "Exception"

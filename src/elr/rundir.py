@@ -392,11 +392,12 @@ _TRIES = 25  # 0.5 s: a holder() probe lets go at once, a holder that has just l
 def _acquire(path: Path, made: list[Path], create: bool) -> int | None:
     """The descriptor holding ``path``'s lock; None where no lock is needed or possible."""
     lock_path = path / LOCK
-    busy_tries = 0
+    busy_tries = clears = 0
     while True:
         try:
             if create:
                 made.extend(_make_folders(path))
+            existed = lock_path.exists()
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
         except FileNotFoundError:
             if create:  # the folder was removed in between (another process's cleanup): make it again
@@ -407,15 +408,18 @@ def _acquire(path: Path, made: list[Path], create: bool) -> int | None:
                 raise
             if err.errno == errno.EROFS or not os.access(path if path.exists() else path.parent, os.W_OK):
                 return None  # a folder this process cannot write needs no lock: nothing it does there collides
-            _clear_lock_of_another_user(path)  # a lock file of another user's (killed) run
-            continue
+            clears += 1  # bounded: an open refused by a security module would otherwise spin here
+            if clears < _TRIES and _clear_lock_of_another_user(path):  # another user's (killed) run's lock file
+                continue
+            raise
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             if err.errno not in _BUSY:  # ENOLCK, ENOSYS, EOPNOTSUPP: this file system has no POSIX locks
                 os.close(fd)
-                with contextlib.suppress(OSError):
-                    os.unlink(lock_path)
+                if not existed:  # ours alone: a file another host may hold stays
+                    with contextlib.suppress(OSError):
+                        os.unlink(lock_path)
                 log.warning("cannot lock %s (%s): a second process on this folder would not be stopped",
                             path, os.strerror(err.errno or 0))
                 return None
@@ -437,18 +441,27 @@ def _acquire(path: Path, made: list[Path], create: bool) -> int | None:
         os.close(fd)  # we locked a file its holder removed on leaving: lock the one now there
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
               "command": _command_line()}
+    with contextlib.suppress(OSError):
+        # readable by all (the holder's record), writable by whoever may write the folder: they could
+        # replace the file anyway, and another user locking this folder must open it for writing
+        os.fchmod(fd, 0o644 | (os.stat(path).st_mode & 0o022))
     with contextlib.suppress(OSError):  # the record only informs a refused process (a full disk: none)
         os.ftruncate(fd, 0)
         os.write(fd, (json.dumps(holder) + "\n").encode())
     return fd
 
 
-def _clear_lock_of_another_user(path: Path) -> None:
-    """Remove the lock file this process may not open for writing, unless its owner still holds it."""
+def _clear_lock_of_another_user(path: Path) -> bool:
+    """Remove a lock file this process may not open for writing, unless its owner holds it; True
+    when the caller should try again."""
+    lock_path = path / LOCK
     try:
-        fd = os.open(path / LOCK, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(lock_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        return
+        return True  # gone meanwhile: try again
+    except PermissionError:
+        raise FileExistsError(f"{lock_path} belongs to another user and cannot be read; remove it if no elr "
+                              f"process works in {path}") from None
     try:
         try:
             fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -457,10 +470,18 @@ def _clear_lock_of_another_user(path: Path) -> None:
                 raise RunDirLockedError(path, _read_holder(fd)) from err
             raise
         try:
-            os.unlink(path / LOCK)  # while the shared lock keeps anyone else from locking the old file
-        except PermissionError as err:  # a sticky folder: only its owner may remove it
-            raise PermissionError(f"{path / LOCK} was left by another user's run and this user may not replace "
-                                  f"it; remove it (no process holds it)") from err
+            current = os.stat(lock_path)
+        except FileNotFoundError:
+            return True
+        opened = os.fstat(fd)
+        if (current.st_ino, current.st_dev) != (opened.st_ino, opened.st_dev):
+            return True  # replaced meanwhile by a process that now holds it: look again
+        try:
+            os.unlink(lock_path)  # while the shared lock keeps anyone else from locking this file
+        except PermissionError:  # a sticky folder: only its owner may remove it
+            raise FileExistsError(f"{lock_path} was left by another user's run and may not be replaced by this "
+                                  f"user; remove it (no process holds it)") from None
+        return True
     finally:
         os.close(fd)
 

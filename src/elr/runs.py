@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import copy
 import dataclasses
@@ -329,22 +330,32 @@ def _holding(run_dir: Path, distributed: Distributed | None, *, create: bool):
             yield
         return
     with contextlib.ExitStack() as held:
-        failure = None
+        failure, relay = None, None
         if distributed.is_main:
             try:
                 held.enter_context(rundir.lock(run_dir, create=create))
             except Exception as err:  # busy, or a path that cannot hold a folder: every rank stops
-                failure = err
-        shared = distributed.broadcast_from_main(None if failure is None else (type(failure), str(failure)))
+                failure, relay = err, (_builtin_name(err), str(err))
+        shared = distributed.broadcast_from_main(relay)  # names and text only: any rank can unpickle them
         if failure is not None:
             raise failure
         if shared is not None:
-            kind, message = shared
-            builtin = next(k for k in kind.__mro__ if k.__module__ == "builtins")  # takes a message alone
-            relayed = builtin(message)
+            relayed = getattr(builtins, shared[0])(shared[1])
             relayed.relayed = True  # rank 0 reports it; the CLI keeps this rank quiet
             raise relayed
         yield
+
+
+def _builtin_name(err: Exception) -> str:
+    """The first builtin exception class of ``err``'s that is made from a message alone."""
+    for kind in type(err).__mro__:
+        if kind.__module__ == "builtins" and getattr(builtins, kind.__name__, None) is kind:
+            try:
+                kind("")
+            except TypeError:  # UnicodeEncodeError and kin need more than a message
+                continue
+            return kind.__name__
+    return "RuntimeError"
 
 
 def _start(config: Config, run_dir: Path, progress: Progress | None, device: str | None,
