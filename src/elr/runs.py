@@ -322,8 +322,8 @@ def _lock_alone(run_dir: Path, *, create: bool) -> contextlib.AbstractContextMan
 def _holding(run_dir: Path, distributed: Distributed | None, *, create: bool):
     """Hold ``run_dir``'s lock: this process alone, or rank 0 for every rank of a distributed run.
 
-    A rank 0 that cannot take it (another process holds it) sends its error to the other ranks,
-    which raise it too instead of waiting for rank 0 at the next barrier.
+    A rank 0 that cannot take it (another process holds it, the path cannot hold a folder, ...) sends
+    its error to the other ranks, which raise it too instead of waiting for rank 0 at the next barrier.
     """
     if distributed is None:
         with rundir.lock(run_dir, create=create):
