@@ -311,6 +311,10 @@ class RunDirLockedError(FileExistsError):
 
 
 _HELD: dict[str, int] = {}  # real path of a folder this process has locked -> how many lock() blocks hold it
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)  # the lock's descriptor is not handed to programs this one starts
+_BUSY = (errno.EACCES, errno.EAGAIN)  # what lockf answers when another process holds the lock
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+_TRIES = 25  # 0.5 s: a holder() probe lets go at once, a holder that has just locked writes its record
 
 
 @contextlib.contextmanager
@@ -371,7 +375,7 @@ def holder(run_dir: str | Path) -> dict[str, Any] | None:
     if fcntl is None or os.path.realpath(path) in _HELD:  # closing a second descriptor drops one's own lock
         return None
     try:
-        fd = os.open(path / LOCK, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path / LOCK, os.O_RDONLY | _CLOEXEC)
     except OSError:
         return None
     try:
@@ -384,11 +388,6 @@ def holder(run_dir: str | Path) -> dict[str, Any] | None:
         os.close(fd)
 
 
-_BUSY = (errno.EACCES, errno.EAGAIN)  # what lockf answers when another process holds the lock
-_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
-_TRIES = 25  # 0.5 s: a holder() probe lets go at once, a holder that has just locked writes its record
-
-
 def _acquire(path: Path, made: list[Path], create: bool) -> int | None:
     """The descriptor holding ``path``'s lock; None where no lock is needed or possible."""
     lock_path = path / LOCK
@@ -398,7 +397,7 @@ def _acquire(path: Path, made: list[Path], create: bool) -> int | None:
             if create:
                 made.extend(_make_folders(path))
             existed = lock_path.exists()
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o666)
         except FileNotFoundError:
             if create:  # the folder was removed in between (another process's cleanup): make it again
                 continue
@@ -431,12 +430,7 @@ def _acquire(path: Path, made: list[Path], create: bool) -> int | None:
             holder = _read_holder(fd)
             os.close(fd)
             raise RunDirLockedError(path, holder) from err
-        try:
-            current = os.stat(lock_path)
-        except FileNotFoundError:
-            current = None
-        opened = os.fstat(fd)
-        if current is not None and (current.st_ino, current.st_dev) == (opened.st_ino, opened.st_dev):
+        if _is_at(fd, lock_path):
             break
         os.close(fd)  # we locked a file its holder removed on leaving: lock the one now there
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -456,7 +450,7 @@ def _clear_lock_of_another_user(path: Path) -> bool:
     when the caller should try again."""
     lock_path = path / LOCK
     try:
-        fd = os.open(lock_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(lock_path, os.O_RDONLY | _CLOEXEC)
     except FileNotFoundError:
         return True  # gone meanwhile: try again
     except PermissionError:
@@ -469,13 +463,8 @@ def _clear_lock_of_another_user(path: Path) -> bool:
             if err.errno in _BUSY:
                 raise RunDirLockedError(path, _read_holder(fd)) from err
             raise
-        try:
-            current = os.stat(lock_path)
-        except FileNotFoundError:
-            return True
-        opened = os.fstat(fd)
-        if (current.st_ino, current.st_dev) != (opened.st_ino, opened.st_dev):
-            return True  # replaced meanwhile by a process that now holds it: look again
+        if not _is_at(fd, lock_path):
+            return True  # removed or replaced meanwhile (its new holder has it): look again
         try:
             os.unlink(lock_path)  # while the shared lock keeps anyone else from locking this file
         except PermissionError:  # a sticky folder: only its owner may remove it
@@ -484,6 +473,16 @@ def _clear_lock_of_another_user(path: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (not removed, not replaced)."""
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (current.st_ino, current.st_dev) == (opened.st_ino, opened.st_dev)
 
 
 def _command_line() -> str:
