@@ -1,7 +1,7 @@
 """Label issues: scores, flags and suggestions on hand-worked cases; `elr detect` on a seeded digits run."""
 
 import csv
-import json
+import shutil
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ from elr.label_issues import (
     suggest_labels,
 )
 from elr.models import create_model
-from elr.runs import prepare_data, resume, train
+from elr.runs import prepare_data, train
 
 # three examples, three classes: a confident right label, a wrong one, and a tie between two classes
 PROBS = np.array([[0.7, 0.2, 0.1],
@@ -75,8 +75,10 @@ def test_bad_input_is_named(labels, probs, message):
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="method must be one of self_confidence, normalized_margin; got 'x'"):
         label_quality_scores(LABELS, PROBS, method="x")
-    with pytest.raises(ValueError, match="rule must be one of argmax, threshold"):
-        flag_label_issues(LABELS, PROBS, rule="cleanlab")
+    with pytest.raises(ValueError, match="rule must be one of argmax, threshold, cleanlab; got 'cl'"):
+        flag_label_issues(LABELS, PROBS, rule="cl")
+    with pytest.raises(ValueError, match="filter_by must be one of prune_by_noise_rate, prune_by_class, .*; got 'x'"):
+        flag_label_issues(LABELS, PROBS, rule="cleanlab", filter_by="x")
     for bad in (0, 1.5, True, "0.3"):
         with pytest.raises(ValueError, match=r"threshold must be a number in \(0, 1\]"):
             flag_label_issues(LABELS, PROBS, rule="threshold", threshold=bad)
@@ -233,9 +235,8 @@ def test_runs_without_targets_are_refused_in_one_line(tmp_path, capsys):
     assert not (ce / "targets.npy").exists() and not (ce / "label_issues.csv").exists()
 
     plus = Config.from_dict({**digits_config().to_dict(), "method": "elr_plus"})
-    assert "ELR+ run" in missing_targets_reason(plus)
-    topk = digits_config(loss__target_storage="topk", loss__target_k=3)
-    assert "loss.target_storage=topk" in missing_targets_reason(topk)
+    assert missing_targets_reason(plus) is None  # ELR+ and top-k runs keep targets (tests/test_detect_runs.py)
+    assert missing_targets_reason(digits_config(loss__target_storage="topk", loss__target_k=3)) is None
     assert main(["detect", str(tmp_path / "absent")]) == 2
     assert "is not a run directory" in capsys.readouterr().err
     unstarted = tmp_path / "unstarted"  # killed before its first checkpoint
@@ -245,32 +246,20 @@ def test_runs_without_targets_are_refused_in_one_line(tmp_path, capsys):
         detect_label_issues(unstarted)
 
 
-def test_unfinished_and_older_runs_say_what_to_run(tmp_path, capsys):
-    class StopAfterFirstEpoch:
-        def epoch_start(self, epoch, epochs, batches):
-            pass
-
-        def batch_end(self):
-            pass
-
-        def epoch_end(self, record):
-            raise KeyboardInterrupt
-
-    run = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        train(digits_config(optim__epochs=2), run, progress=StopAfterFirstEpoch())
-    with pytest.raises(ValueError, match=r"is unfinished \(1 of 2 epochs\).*elr train --resume"):
+def test_a_finished_run_without_its_targets_file_is_scored_from_its_checkpoint(digits_run, tmp_path):
+    run = tmp_path / "run"  # a run finished by an elr that did not write targets yet
+    shutil.copytree(digits_run, run)
+    saved = detect_label_issues(run)
+    for name in ("targets.npy", "target_sources.npy", "true_labels.npy"):
+        (run / name).unlink()
+    rebuilt = detect_label_issues(run)
+    assert set(rebuilt) == set(saved)
+    for key in saved:  # the same rows, rebuilt from checkpoint.pt (and rounded to float32 as the file is)
+        assert np.array_equal(rebuilt[key], saved[key]), key
+    (run / "checkpoint.pt").unlink()
+    with pytest.raises(ValueError, match="has no targets.npy and its checkpoint.pt was removed"):
         detect_label_issues(run)
-    resume(run)
-    before = rundir.read_targets(run)
-    (run / "targets.npy").unlink()  # a run finished by an elr that did not write targets yet
-    with pytest.raises(ValueError, match="finished before elr wrote targets.npy; write it with `elr train --resume"):
-        detect_label_issues(run)
-    resume(run)  # a finished run is not trained again: its outputs, targets included, are rewritten
-    after = rundir.read_targets(run)
-    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
-    assert json.loads((run / "summary.json").read_text())["epochs"] == 2
-    (run / "target_sources.npy").unlink()
+    shutil.copy(digits_run / "targets.npy", run / "targets.npy")
     with pytest.raises(ValueError, match="targets.npy is there but target_sources.npy is missing"):
         detect_label_issues(run)
 

@@ -312,33 +312,53 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from .detect import detect_label_issues, label_issue_report
+    from .detect import detect_label_issues, label_issue_report, read_run_evidence
+    from .label_issues import CLEANLAB_FILTERS
     from .rundir import lock, write_label_issues
 
     if args.top < 0:
         raise ValueError(f"--top must be a count >= 0, got {args.top}")
-    if args.threshold is not None and args.rule == "argmax":
-        raise ValueError("--threshold applies to --rule threshold (the argmax rule has no threshold)")
+    rule, _, filter_by = (args.rule or "").partition(":")
+    if rule not in ("", "argmax", "threshold", "cleanlab") or (filter_by and rule != "cleanlab"):
+        raise ValueError(f"--rule must be argmax, threshold, cleanlab or cleanlab:FILTER, got {args.rule!r}")
+    if filter_by and filter_by not in CLEANLAB_FILTERS:
+        raise ValueError(f"--rule cleanlab:FILTER takes one of cleanlab's filters ({', '.join(CLEANLAB_FILTERS)}), "
+                         f"got {filter_by!r}")
+    if args.threshold is not None and rule not in ("", "threshold"):
+        raise ValueError(f"--threshold applies to --rule threshold (the {rule} rule has no threshold)")
     if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
         raise ValueError(f"--threshold must lie in (0, 1], got {args.threshold}")
-    rule = args.rule or ("threshold" if args.threshold is not None else "argmax")
+    rule = rule or ("threshold" if args.threshold is not None else "argmax")
+    filter_by = filter_by or CLEANLAB_FILTERS[0]
     threshold = 0.5 if args.threshold is None else args.threshold
     with lock(args.run_dir, create=False):  # not while another process resumes or rewrites the run
-        table = detect_label_issues(args.run_dir, score=args.score, rule=rule, threshold=threshold)
-        report = label_issue_report(args.run_dir, table)
+        evidence = read_run_evidence(args.run_dir)
+        table = detect_label_issues(args.run_dir, score=args.score, rule=rule, threshold=threshold,
+                                    filter_by=filter_by, evidence=evidence)
+        report = label_issue_report(evidence, table)
         path = write_label_issues(args.run_dir, table)
+        picture = None if args.no_plot else _suspects_picture(args.run_dir, evidence, table, args.top)
     n, flagged, src = len(table["index"]), report["flagged"], report["sources"]
     where = [f"ELR targets for {src['targets']}"]
     if src["held_out_model"]:
-        where.append(f"the final model's held-out predictions for {src['held_out_model']}")
+        where.append(f"the {'' if report['from_checkpoint'] else 'final '}model's held-out predictions for "
+                     f"{src['held_out_model']}")
     if src["unreadable"]:
         where.append(f"no verdict for {src['unreadable']} unreadable images")
     print(f"{n} training labels of {args.run_dir}: " + ", ".join(where))
-    how = "another class more probable than the label" if rule == "argmax" else f"{args.score} < {threshold:g}"
-    print(f"flagged {flagged} ({100 * flagged / max(n, 1):.1f}%) by --rule {rule} ({how})")
+    epochs = report["epochs"] or "?"
+    if report["from_checkpoint"]:
+        print(f"scored from the checkpoint of epoch {report['epoch']} of {epochs} (the run is unfinished; "
+              f"its targets file is written when it finishes)")
+    else:
+        print(f"scored from the targets of its last epoch, {report['epoch']} of {epochs}")
+    how = {"argmax": "another class more probable than the label", "threshold": f"{args.score} < {threshold:g}",
+           "cleanlab": f"cleanlab.filter.find_label_issues, filter_by={filter_by}"}[rule]
+    shown = f"cleanlab:{filter_by}" if rule == "cleanlab" else rule
+    print(f"flagged {flagged} ({100 * flagged / max(n, 1):.1f}%) by --rule {shown} ({how})")
     readable = n - src["unreadable"]
     if args.top and readable:
-        print(f"\nmost likely wrong ({args.score}, lower is more suspect; flag: {rule} rule):")
+        print(f"\nmost likely wrong ({args.score}, lower is more suspect; flag: {shown} rule):")
         _print_suspects(table, min(args.top, readable))
     print("\nflagged per given class:")
     width = max(5, *(len(_class_text(r["label"], r["name"])) for r in report["per_class"]))
@@ -354,7 +374,30 @@ def cmd_detect(args: argparse.Namespace) -> int:
               f"average precision {text(q['average_precision'])}, flags: precision {text(q['precision'])}, "
               f"recall {text(q['recall'])}")
     print(f"wrote {path}")
+    if picture:
+        print(picture)
     return 0
+
+
+def _suspects_picture(run_dir: str, evidence: Any, table: dict[str, Any], top: int) -> str | None:
+    """Draw label_issues.png; return what to print about it (None: nothing to say)."""
+    from .detect import suspect_images
+    from .plots import MAX_SUSPECT_PANELS, plot_suspects
+    from .rundir import LABEL_ISSUES_PLOT
+
+    shown = min(top, MAX_SUSPECT_PANELS, int((table["source"] != "unreadable").sum()))
+    if shown == 0:
+        return None
+    try:
+        images = suspect_images(evidence, table["index"][:shown])
+        if images is None:
+            return None  # feature vectors: nothing to look at
+        names = evidence.class_names if len(evidence.class_names) == evidence.num_classes else None
+        path = plot_suspects(images, {k: v[:shown] for k, v in table.items()}, Path(run_dir) / LABEL_ISSUES_PLOT,
+                             class_names=names)
+    except ImportError as err:
+        return f"no {LABEL_ISSUES_PLOT}: {err} (--no-plot skips the picture)"
+    return f"wrote {path} (the top {shown} suspects)"
 
 
 def _class_text(label: int, name: str | None) -> str:
@@ -395,7 +438,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .rundir import SUMMARY
+    from .rundir import LABEL_ISSUES_PLOT, SUMMARY
 
     parser = argparse.ArgumentParser(prog="elr", description="Early-Learning Regularization for noisy labels.")
     parser.add_argument("--version", action="version", version=f"elr {__version__}")
@@ -445,17 +488,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where report.md/.csv/.png go (default: the first DIR)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("detect", help="rank the training labels most likely wrong, from a finished ELR run")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished single-network ELR run (loss.name: elr)")
-    p.add_argument("--top", type=int, default=20, help="suspects to print (default 20; the CSV lists every example)")
-    p.add_argument("--rule", choices=("argmax", "threshold"),
-                   help="flag when another class is more probable than the label (argmax, the default), or "
-                        "when the score is below --threshold")
+    p = sub.add_parser("detect", help="rank the training labels most likely wrong, from an ELR or ELR+ run")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="an ELR or ELR+ run (loss.name: elr), finished or not: an "
+                                                      "unfinished run is scored from its last checkpoint")
+    p.add_argument("--top", type=int, default=20, help=f"suspects to print and draw in {LABEL_ISSUES_PLOT} (default 20, "
+                                                       f"at most 100 drawn; the CSV lists every example)")
+    p.add_argument("--rule", metavar="RULE",
+                   help="argmax (default): flag when another class is more probable than the label; threshold: "
+                        "when the score is below --threshold; cleanlab[:FILTER]: what cleanlab's find_label_issues "
+                        "finds in the targets (FILTER: prune_by_noise_rate (default), prune_by_class, both, "
+                        "confident_learning, predicted_neq_given, low_normalized_margin, low_self_confidence; "
+                        "needs pip install 'elr[cleanlab]')")
     p.add_argument("--threshold", type=float, help="score below which a label is flagged (implies --rule "
                                                    "threshold; default 0.5)")
     p.add_argument("--score", choices=("self_confidence", "normalized_margin"), default="self_confidence",
                    help="self_confidence: the probability of the given label (default); normalized_margin: "
                         "(that minus the largest other + 1) / 2")
+    p.add_argument("--no-plot", action="store_true", help=f"do not draw {LABEL_ISSUES_PLOT} (image data only)")
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("theory", help="the linear model of Section 3: early learning, then memorization")

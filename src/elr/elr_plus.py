@@ -291,6 +291,11 @@ class ELRPlus:
         """The first network's ELRLoss (for the gradient-term monitor)."""
         return self.losses[0]
 
+    @property
+    def target_losses(self) -> list[ELRLoss]:
+        """Every network's ELRLoss, network 1 first: each keeps its own per-example targets."""
+        return list(self.losses)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "models": [model.state_dict() for model in self.models],

@@ -17,7 +17,7 @@ import torch
 
 from .config import MonitorConfig, OptimConfig
 from .data import InMemoryDataset, stratified_split
-from .detect import evidence_rows
+from .evidence import evidence_rows
 from .engine import Engine, TrainData
 from .label_issues import _argmax_flags, _scores, _suggest, check_probabilities
 from .losses import DivergedError, ELRLoss
@@ -234,7 +234,7 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = engine.history
         self.best_epoch_ = kept
         held_out = [(data.val, val_pos)] if data.val is not None else []
-        self.targets_, _ = evidence_rows(method, data.train, train_pos, held_out, n=n, batch_size=_PREDICT_BATCH)
+        self.targets_ = evidence_rows(method, data.train, train_pos, held_out, n=n, batch_size=_PREDICT_BATCH).probs
         self.validation_mask_ = np.zeros(n, dtype=bool)
         self.validation_mask_[val_pos] = True
         given, probs = check_probabilities(y_index, self.targets_)  # checked once for the three verdicts

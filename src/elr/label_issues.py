@@ -3,13 +3,18 @@
 NumPy in, NumPy out; no torch, no files. ``probs`` is any (N, C) array of per-example class
 probabilities: ELR's targets (a running average of each example's predictions, which resists
 memorising a wrong label), a held-out model's predictions, or a user's own out-of-sample
-``pred_probs``. Scores lie in [0, 1]; **lower means more likely wrong**. The score names and
-formulas are cleanlab's (``get_label_quality_scores``), so numbers can be compared one to one.
+``pred_probs``; or a :class:`TopKProbs` that keeps the k largest entries of each row (scored a
+block of rows at a time, never densified whole). Scores lie in [0, 1]; **lower means more likely
+wrong**. The score names and formulas are cleanlab's (``get_label_quality_scores``), so numbers can
+be compared one to one; ``rule="cleanlab"`` flags with cleanlab's own ``find_label_issues``
+(optional: ``pip install 'elr[cleanlab]'``).
 """
 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +22,9 @@ import numpy as np
 __all__ = [
     "SCORES",
     "RULES",
+    "CLEANLAB_FILTERS",
+    "TopKProbs",
+    "cleanlab_label_issues",
     "check_probabilities",
     "label_quality_scores",
     "suggest_labels",
@@ -27,18 +35,77 @@ __all__ = [
 ]
 
 SCORES = ("self_confidence", "normalized_margin")
-RULES = ("argmax", "threshold")
+RULES = ("argmax", "threshold", "cleanlab")
+# cleanlab 2.9's ``filter_by`` options of ``cleanlab.filter.find_label_issues``; its default first
+CLEANLAB_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
+                    "low_normalized_margin", "low_self_confidence")
 _SUM_TOLERANCE = 1e-3  # float32 softmax rows and renormalised targets sum to 1 within ~1e-6
+_BLOCK_ENTRIES = 1 << 22  # a top-k table is densified this many entries (32 MB of float64) at a time
 
 
-def check_probabilities(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class TopKProbs:
+    """Probability rows that keep only their k largest entries; every other class holds 0.
+
+    Parameters
+    ----------
+    values : array of float, shape (N, k)
+        The kept probabilities; each row sums to 1.
+    indices : array of int, shape (N, k)
+        Their classes, distinct within a row, in ``[0, num_classes)``.
+    num_classes : int
+        C, the width of the dense rows they stand for.
+
+    What ``loss.target_storage=topk`` runs leave in ``targets_topk.npz``. Scoring it equals scoring
+    its dense rows (:meth:`dense`), computed a block of rows at a time.
+    """
+
+    values: np.ndarray
+    indices: np.ndarray
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        v, i = np.asarray(self.values), np.asarray(self.indices)
+        if v.ndim != 2 or i.shape != v.shape:
+            raise ValueError(f"values and indices must be 2-D arrays of one shape (N, k), got {v.shape} and {i.shape}")
+        c = self.num_classes
+        if isinstance(c, bool) or not isinstance(c, numbers.Integral) or not max(2, v.shape[1]) <= c:
+            raise ValueError(f"num_classes must be an integer >= max(2, k={v.shape[1]}), got {c!r}")
+        if not np.issubdtype(i.dtype, np.integer):
+            raise ValueError(f"indices must be integer class indices, got dtype {i.dtype}")
+        if i.size and (i.min() < 0 or i.max() >= c):
+            raise ValueError(f"indices must lie in [0, {c}) (num_classes), found {int(i.min())}..{int(i.max())}")
+        object.__setattr__(self, "values", v)
+        object.__setattr__(self, "indices", i)
+        object.__setattr__(self, "num_classes", int(c))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(N, num_classes)``, the shape of the dense rows."""
+        return len(self.values), self.num_classes
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as dense float64 rows (zeros outside the kept classes)."""
+        out = np.zeros((len(self.values[start:stop]), self.num_classes))
+        np.put_along_axis(out, self.indices[start:stop].astype(np.int64), self.values[start:stop], axis=1)
+        return out
+
+    def dense(self) -> np.ndarray:
+        """All rows as one dense float64 array (N, num_classes)."""
+        return self.rows(0, len(self))
+
+
+def check_probabilities(labels: Any, probs: Any, *, _first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Validate ``labels`` and ``probs``; return them as int64 (N,) and float64 (N, C).
 
     Raises ValueError naming the argument: ``probs`` not 2-D with at least 2 classes, NaN or
     infinite, negative, or a row that does not sum to 1 (within 1e-3); ``labels`` not 1-D
-    integers of the same length, or outside ``[0, C)``.
+    integers of the same length, or outside ``[0, C)``. A :class:`TopKProbs` is returned dense.
     """
-    p = np.asarray(probs)
+    p = probs.dense() if isinstance(probs, TopKProbs) else np.asarray(probs)
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError(f"probs must be a 2-D array (N examples, C >= 2 classes), got shape {p.shape}")
     if not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.integer)):
@@ -46,14 +113,16 @@ def check_probabilities(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray
     p = p.astype(np.float64)
     bad = ~np.isfinite(p).all(axis=1)
     if bad.any():
-        raise ValueError(f"probs must be finite: row {int(np.flatnonzero(bad)[0])} holds NaN or infinity")
+        raise ValueError(f"probs must be finite: row {_first_row + int(np.flatnonzero(bad)[0])} holds NaN or infinity")
     negative = (p < 0).any(axis=1)
     if negative.any():
-        raise ValueError(f"probs must be non-negative: row {int(np.flatnonzero(negative)[0])} has a negative entry")
+        raise ValueError(f"probs must be non-negative: row {_first_row + int(np.flatnonzero(negative)[0])} has a "
+                         f"negative entry")
     off = np.abs(p.sum(axis=1) - 1.0) > _SUM_TOLERANCE
     if off.any():
         i = int(np.flatnonzero(off)[0])
-        raise ValueError(f"probs rows must be distributions summing to 1: row {i} sums to {p[i].sum():.6g}")
+        raise ValueError(f"probs rows must be distributions summing to 1: row {_first_row + i} sums to "
+                         f"{p[i].sum():.6g}")
     y = np.asarray(labels)
     if y.ndim != 1 or len(y) != len(p):
         raise ValueError(f"labels must be a 1-D array of {len(p)} class indices (one per row of probs), "
@@ -64,8 +133,36 @@ def check_probabilities(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray
     outside = (y < 0) | (y >= p.shape[1])
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
-        raise ValueError(f"labels must lie in [0, {p.shape[1]}) (the columns of probs): labels[{i}] = {int(y[i])}")
+        raise ValueError(f"labels must lie in [0, {p.shape[1]}) (the columns of probs): labels[{_first_row + i}] = "
+                         f"{int(y[i])}")
     return y, p
+
+
+def _checked_blocks(labels: Any, probs: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(labels, dense probs)`` checked, in one block for an array, in blocks of rows for a TopKProbs."""
+    if not isinstance(probs, TopKProbs):
+        yield check_probabilities(labels, probs)
+        return
+    y = np.asarray(labels)
+    if y.ndim != 1 or len(y) != len(probs):
+        raise ValueError(f"labels must be a 1-D array of {len(probs)} class indices (one per row of probs), "
+                         f"got shape {y.shape}")
+    step = max(1, _BLOCK_ENTRIES // probs.num_classes)
+    for start in range(0, max(len(probs), 1), step):
+        yield check_probabilities(y[start:start + step], probs.rows(start, start + step), _first_row=start)
+
+
+def _verdicts(labels: Any, probs: Any, method: str, rule: str | None, threshold: float
+              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """Scores, flags (None for the cleanlab rule or ``rule=None``), suggestions and their probability."""
+    parts = []
+    for y, p in _checked_blocks(labels, probs):
+        score = _scores(y, p, method)
+        flags = _argmax_flags(y, p) if rule == "argmax" else score < threshold if rule == "threshold" else None
+        parts.append((score, flags, *_suggest(p, y)))
+    score, flags, suggested, confidence = (list(column) for column in zip(*parts))
+    return (np.concatenate(score), None if flags[0] is None else np.concatenate(flags), np.concatenate(suggested),
+            np.concatenate(confidence))
 
 
 def label_quality_scores(labels: Any, probs: Any, *, method: str = "self_confidence") -> np.ndarray:
@@ -75,7 +172,7 @@ def label_quality_scores(labels: Any, probs: Any, *, method: str = "self_confide
     ----------
     labels : array of int, shape (N,)
         The given (possibly noisy) labels.
-    probs : array of float, shape (N, C)
+    probs : array of float, shape (N, C), or TopKProbs
         Rows are probability distributions over the C classes.
     method : {"self_confidence", "normalized_margin"}
         ``self_confidence``: ``probs[i, labels[i]]``, the mass on the given label.
@@ -86,9 +183,8 @@ def label_quality_scores(labels: Any, probs: Any, *, method: str = "self_confide
     -------
     np.ndarray, float64, shape (N,)
     """
-    y, p = check_probabilities(labels, probs)
     _check_choice("method", method, SCORES)
-    return _scores(y, p, method)
+    return _verdicts(labels, probs, method, None, 0.5)[0]
 
 
 def suggest_labels(probs: Any, labels: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +192,7 @@ def suggest_labels(probs: Any, labels: Any = None) -> tuple[np.ndarray, np.ndarr
 
     Parameters
     ----------
-    probs : array of float, shape (N, C)
+    probs : array of float, shape (N, C), or TopKProbs
     labels : array of int, shape (N,), optional
         Given labels: where the given label ties for the largest probability it is kept as the
         suggestion (no change is suggested on a tie).
@@ -107,45 +203,76 @@ def suggest_labels(probs: Any, labels: Any = None) -> tuple[np.ndarray, np.ndarr
     confidence : np.ndarray, float64, shape (N,)
         ``probs[i, suggested[i]]``.
     """
-    y, p = check_probabilities(np.zeros(len(np.asarray(probs)), dtype=np.int64) if labels is None else labels, probs)
-    return _suggest(p, None if labels is None else y)
+    if labels is None:
+        n = len(probs) if isinstance(probs, TopKProbs) else len(np.atleast_1d(np.asarray(probs)))
+        blocks = _checked_blocks(np.zeros(n, dtype=np.int64), probs)
+        suggested, confidence = zip(*(_suggest(p, None) for _, p in blocks))
+        return np.concatenate(suggested), np.concatenate(confidence)
+    _, _, suggested, confidence = _verdicts(labels, probs, "self_confidence", None, 0.5)
+    return suggested, confidence
 
 
 def flag_label_issues(labels: Any, probs: Any, *, rule: str = "argmax", threshold: float = 0.5,
-                      method: str = "self_confidence") -> np.ndarray:
-    """Which labels look wrong, by a simple rule.
+                      method: str = "self_confidence", filter_by: str = "prune_by_noise_rate") -> np.ndarray:
+    """Which labels look wrong, by a simple rule or by cleanlab's filter.
 
     Parameters
     ----------
     labels : array of int, shape (N,)
-    probs : array of float, shape (N, C)
-    rule : {"argmax", "threshold"}
+    probs : array of float, shape (N, C), or TopKProbs
+    rule : {"argmax", "threshold", "cleanlab"}
         ``argmax``: another class has strictly more probability than the given label (a tie is
-        not flagged). ``threshold``: the ``method`` score is below ``threshold``.
+        not flagged). ``threshold``: the ``method`` score is below ``threshold``. ``cleanlab``:
+        :func:`cleanlab_label_issues` with ``filter_by``.
     threshold : float in (0, 1], default 0.5
         Used by ``rule="threshold"`` only.
     method : {"self_confidence", "normalized_margin"}
         The score the threshold applies to.
+    filter_by : one of CLEANLAB_FILTERS, default "prune_by_noise_rate"
+        Used by ``rule="cleanlab"`` only.
 
     Returns
     -------
     np.ndarray, bool, shape (N,)
     """
-    _check_choice("rule", rule, RULES)
-    _check_threshold(threshold)
-    y, p = check_probabilities(labels, probs)
-    if rule == "argmax":
-        return _argmax_flags(y, p)
+    _check_rule(rule, threshold, filter_by)
     _check_choice("method", method, SCORES)
-    return _scores(y, p, method) < threshold
+    if rule == "cleanlab":
+        return cleanlab_label_issues(labels, probs, filter_by=filter_by)
+    return _verdicts(labels, probs, method, rule, threshold)[1]
+
+
+def cleanlab_label_issues(labels: Any, probs: Any, *, filter_by: str = "prune_by_noise_rate",
+                          **cleanlab_options: Any) -> np.ndarray:
+    """cleanlab's ``cleanlab.filter.find_label_issues(labels, probs, filter_by=...)``, as a bool mask.
+
+    ``probs`` play cleanlab's ``pred_probs`` (cleanlab asks for out-of-sample predictions: ELR's
+    targets stand in for them). The labels and probabilities are checked here first (a
+    :class:`TopKProbs` is densified: cleanlab takes dense arrays); ``cleanlab_options`` go to
+    ``find_label_issues`` as they are (e.g. ``frac_noise``, ``n_jobs``). Needs cleanlab
+    (``pip install 'elr[cleanlab]'``): ImportError in one line when it is missing.
+
+    Returns
+    -------
+    np.ndarray, bool, shape (N,)
+    """
+    _check_choice("filter_by", filter_by, CLEANLAB_FILTERS)
+    y, p = check_probabilities(labels, probs)
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError:
+        raise ImportError("the cleanlab rule needs cleanlab, which is not installed: "
+                          "pip install 'elr[cleanlab]' (or pip install cleanlab)") from None
+    mask = find_label_issues(y, p, filter_by=filter_by, **cleanlab_options)
+    return np.asarray(mask, dtype=bool)
 
 
 def label_issue_table(labels: Any, probs: Any, *, method: str = "self_confidence", rule: str = "argmax",
-                      threshold: float = 0.5) -> dict[str, np.ndarray]:
+                      threshold: float = 0.5, filter_by: str = "prune_by_noise_rate") -> dict[str, np.ndarray]:
     """Every example's verdict, most likely wrong first.
 
     Rows are sorted by ascending score; equal scores keep index order, so the table is the same
-    on every run.
+    on every run. ``rule``, ``threshold`` and ``filter_by`` as in :func:`flag_label_issues`.
 
     Returns
     -------
@@ -154,13 +281,12 @@ def label_issue_table(labels: Any, probs: Any, *, method: str = "self_confidence
         ``suggested_label`` (int64), ``suggested_confidence`` (float64), ``score`` (float64) and
         ``is_issue`` (bool, by ``rule``).
     """
-    y, p = check_probabilities(labels, probs)  # once: the helpers below take checked arrays
     _check_choice("method", method, SCORES)
-    _check_choice("rule", rule, RULES)
-    _check_threshold(threshold)
-    score = _scores(y, p, method)
-    flagged = _argmax_flags(y, p) if rule == "argmax" else score < threshold
-    suggested, confidence = _suggest(p, y)
+    _check_rule(rule, threshold, filter_by)
+    score, flagged, suggested, confidence = _verdicts(labels, probs, method, rule, threshold)
+    if rule == "cleanlab":
+        flagged = cleanlab_label_issues(labels, probs, filter_by=filter_by)
+    y = np.asarray(labels).astype(np.int64)
     order = np.argsort(score, kind="stable")
     return {"index": order.astype(np.int64), "given_label": y[order], "suggested_label": suggested[order],
             "suggested_confidence": confidence[order], "score": score[order], "is_issue": flagged[order]}
@@ -267,6 +393,12 @@ def _average_precision(decision: np.ndarray, positive: np.ndarray) -> float:
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_rule(rule: Any, threshold: Any, filter_by: Any) -> None:
+    _check_choice("rule", rule, RULES)
+    _check_threshold(threshold)
+    _check_choice("filter_by", filter_by, CLEANLAB_FILTERS)
 
 
 def _check_threshold(threshold: Any) -> None:

@@ -125,6 +125,11 @@ class Standard:
         """The loss when it keeps ELR targets (for the gradient-term monitor), else None."""
         return self.loss if hasattr(self.loss, "target_rows") else None
 
+    @property
+    def target_losses(self) -> list[nn.Module]:
+        """The losses that keep per-example targets (one ELR loss, or none): what label issues read."""
+        return [self.loss] if self.elr_loss is not None else []
+
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "loss": self.loss.state_dict(),
                 "optimizer": self.optimizer.state_dict()}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 
 # ---- training curves (paper Figure 1) ---------------------------------------------------------
 
@@ -297,3 +299,65 @@ def plot_theory(result: dict, path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+# ---- label issues: the top suspects ------------------------------------------------------------
+
+MAX_SUSPECT_PANELS = 100  # beyond this a grid is unreadable; label_issues.csv lists every example
+_SUSPECT_COLUMNS = 8
+
+
+def plot_suspects(images, table: dict, path, *, class_names=None, title: str = "") -> Path:
+    """A grid of the top suspects: each image with its given -> suggested label and that label's probability.
+
+    Parameters
+    ----------
+    images : list of (uint8 array (H, W, 3), (H, W) ink, or None for an unreadable file)
+        One per row of ``table``, in its order (most suspect first).
+    table : dict of arrays
+        The first rows of :func:`elr.detect_label_issues`: ``index``, ``given_label``,
+        ``suggested_label``, ``suggested_confidence``, ``is_issue``; ``true_label`` (when
+        present) as a third line.
+    path : path
+        The PNG to write. Flagged examples are captioned in red, the others in grey.
+    class_names : list of str, optional
+        Shown instead of the class indices.
+    """
+    if len(images) != len(table["index"]):
+        raise ValueError(f"images must hold one image per table row ({len(table['index'])}), got {len(images)}")
+    if not 0 < len(images) <= MAX_SUSPECT_PANELS:
+        raise ValueError(f"plot_suspects draws 1 to {MAX_SUSPECT_PANELS} examples, got {len(images)}")
+    plt = _pyplot()
+    n = len(images)
+    cols = min(_SUSPECT_COLUMNS, n)
+    rows = -(-n // cols)
+    def name(label) -> str:
+        return _short(class_names[int(label)] if class_names else int(label))
+
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 2.05 * rows + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (ax, image) in enumerate(zip(axes.flat, images)):
+        lines = [f"#{i + 1}  index {int(table['index'][i])}",
+                 f"{name(table['given_label'][i])} → {name(table['suggested_label'][i])} "
+                 f"{float(table['suggested_confidence'][i]):.2f}"]
+        if "true_label" in table:
+            lines.append(f"true: {name(table['true_label'][i])}")
+        if image is None:
+            ax.text(0.5, 0.5, "unreadable", ha="center", va="center", transform=ax.transAxes, color="0.4")
+        else:
+            image = np.asarray(image)
+            ax.imshow(image, cmap="gray_r" if image.ndim == 2 else None, vmin=0, vmax=255,
+                      interpolation="nearest" if max(image.shape[:2]) < 64 else "antialiased")
+        ax.set_title("\n".join(lines), fontsize=7.5, color="tab:red" if table["is_issue"][i] else "0.35")
+    fig.suptitle(title or f"the {n} labels most likely wrong: given → suggested (its probability); "
+                          "red: flagged", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.985 if rows > 1 else 0.95))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def _short(name, width: int = 12) -> str:
+    text = str(name)
+    return text if len(text) <= width else text[:width - 1] + "…"

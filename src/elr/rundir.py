@@ -32,7 +32,7 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from .checkpoint import atomic_write_bytes, atomic_write_text
 from .checkpoint import load_checkpoint as _load_checkpoint
 from .checkpoint import save_checkpoint as _save_checkpoint
 from .config import Config, ConfigError
+from .label_issues import TopKProbs
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +90,20 @@ MEMORIZATION_PLOT = register("memorization.png", "the memorization fractions per
 GRADIENT_PLOT = register("gradient_terms.png", "the gradient terms per epoch (Figure 2)")
 TRANSITION = register("transition.npy", "two-stage Forward: the estimated transition matrix")
 STAGE1 = register("stage1_ce", "two-stage Forward: the cross-entropy run that estimates T (a run directory)")
-TARGETS = register("targets.npy", "single-network ELR: each training example's target (float32 (N, C), rows sum "
-                   "to 1, noisy_labels.npy order); rows without one hold the final model's held-out prediction")
-TARGET_SOURCES = register("target_sources.npy", "where each row of targets.npy comes from (uint8 codes of "
+TARGETS = register("targets.npy", "ELR and ELR+: each training example's target (float32 (N, C), rows sum to 1, "
+                   "noisy_labels.npy order; ELR+: the mean of its two networks' rows); rows without one hold the "
+                   "final model's held-out prediction")
+TARGETS_NET1 = register("targets_net1.npy", "ELR+ with two networks: network 1's targets, as targets.npy")
+TARGETS_NET2 = register("targets_net2.npy", "ELR+ with two networks: network 2's targets, as targets.npy")
+TARGETS_TOPK = register("targets_topk.npz", "loss.target_storage=topk: targets.npy's rows as their k largest "
+                        "entries (values float32 (N, k), rows sum to 1; indices int32 (N, k); num_classes), "
+                        "ELR+'s two networks as values_net1/indices_net1, values_net2/indices_net2")
+TARGET_SOURCES = register("target_sources.npy", "where each row of the targets comes from (uint8 codes of "
                           "TARGET_SOURCE_NAMES: targets, held_out_model, unreadable)")
 TRUE_LABELS = register("true_labels.npy", "the clean labels when known (synthetic noise, CIFAR-N, a true_label column)")
 EXAMPLES = register("examples.csv", "image-file data: each training example's path (and list-file line)")
 LABEL_ISSUES = register("label_issues.csv", "`elr detect`: every training example's verdict, most likely wrong first")
+LABEL_ISSUES_PLOT = register("label_issues.png", "`elr detect` on images: the top suspects, given -> suggested label")
 LOCK = register(".elr.lock", "while a process trains the run: its lock (holder's pid, host, start, command); removed "
                 "when it ends, harmless when left by a killed one", hidden=True)
 # the row sources of targets.npy, in code order: an ELR target; the final model's prediction of an
@@ -665,34 +673,85 @@ def stage1_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / STAGE1
 
 
-def write_targets(run_dir: str | Path, probs: np.ndarray, sources: np.ndarray) -> None:
-    """``targets.npy`` (float32 (N, C)) and ``target_sources.npy``: each row's source name, one of
-    TARGET_SOURCE_NAMES, stored as its uint8 position. The sources go first: a run killed between
-    the two writes has no targets.npy and is detected as a run without them."""
+def write_targets(run_dir: str | Path, probs: np.ndarray | TopKProbs, sources: np.ndarray, *,
+                  networks: Sequence[np.ndarray | TopKProbs] = ()) -> None:
+    """The run's target rows and ``target_sources.npy``: each row's source name, one of
+    TARGET_SOURCE_NAMES, stored as its uint8 position.
+
+    Dense rows go to ``targets.npy`` (float32; two ``networks`` to ``targets_net1.npy`` and
+    ``targets_net2.npy``), a :class:`~elr.label_issues.TopKProbs` to ``targets_topk.npz`` (the
+    networks inside it). The combined rows go last: a run killed before has no targets file and is
+    detected as a run without them.
+    """
     lookup = {name: code for code, name in enumerate(TARGET_SOURCE_NAMES)}
     codes = np.array([lookup[name] for name in np.asarray(sources).tolist()], dtype=np.uint8)
-    atomic_write_bytes(Path(run_dir) / TARGET_SOURCES, _npy_bytes(codes))
-    atomic_write_bytes(Path(run_dir) / TARGETS, _npy_bytes(np.asarray(probs, dtype=np.float32)))
+    run_dir = Path(run_dir)
+    atomic_write_bytes(run_dir / TARGET_SOURCES, _npy_bytes(codes))
+    if isinstance(probs, TopKProbs):
+        arrays = {"values": probs.values, "indices": probs.indices}
+        for k, net in enumerate(networks, 1):
+            arrays.update({f"values_net{k}": net.values, f"indices_net{k}": net.indices})
+        buffer = io.BytesIO()
+        np.savez(buffer, num_classes=np.int64(probs.num_classes),
+                 **{key: np.asarray(a, dtype=np.float32 if key.startswith("values") else np.int32)
+                    for key, a in arrays.items()})
+        atomic_write_bytes(run_dir / TARGETS_TOPK, buffer.getvalue())
+        return
+    for name, rows in zip((TARGETS_NET1, TARGETS_NET2), networks):
+        atomic_write_bytes(run_dir / name, _npy_bytes(np.asarray(rows, dtype=np.float32)))
+    atomic_write_bytes(run_dir / TARGETS, _npy_bytes(np.asarray(probs, dtype=np.float32)))
 
 
-def read_targets(run_dir: str | Path, *, mmap: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(targets float32 (N, C), sources str (N,))``; None when the run has no targets.npy.
+def has_targets(run_dir: str | Path) -> bool:
+    """Whether the run's target rows were written (targets.npy or targets_topk.npz)."""
+    return (Path(run_dir) / TARGETS).is_file() or (Path(run_dir) / TARGETS_TOPK).is_file()
 
-    ``mmap``: map the targets read-only instead of reading them (their shape costs nothing then).
+
+def read_targets(run_dir: str | Path, *, mmap: bool = False) -> tuple[np.ndarray | TopKProbs, np.ndarray] | None:
+    """``(targets, sources str (N,))``: float32 (N, C) from targets.npy, or a TopKProbs from
+    targets_topk.npz; None when the run has neither.
+
+    ``mmap``: map targets.npy read-only instead of reading it (its shape costs nothing then).
     """
-    path = Path(run_dir) / TARGETS
-    if not path.is_file():
+    run_dir = Path(run_dir)
+    if not has_targets(run_dir):
         return None
-    sources_path = Path(run_dir) / TARGET_SOURCES
+    dense = (run_dir / TARGETS).is_file()
+    sources_path = run_dir / TARGET_SOURCES
     if not sources_path.is_file():
-        raise ValueError(f"{run_dir}: {TARGETS} is there but {TARGET_SOURCES} is missing; the run directory was "
-                         f"altered")
+        raise ValueError(f"{run_dir}: {TARGETS if dense else TARGETS_TOPK} is there but {TARGET_SOURCES} is "
+                         f"missing; the run directory was altered")
     codes = np.load(sources_path, allow_pickle=False)
-    targets = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
-    if targets.ndim != 2 or codes.shape != (len(targets),) or (codes >= len(TARGET_SOURCE_NAMES)).any():
-        raise ValueError(f"{run_dir}: {TARGETS} {targets.shape} and {TARGET_SOURCES} {codes.shape} do not match; "
+    if dense:
+        targets = np.load(run_dir / TARGETS, allow_pickle=False, mmap_mode="r" if mmap else None)
+        shape = targets.shape
+    else:
+        targets = _read_topk(run_dir, "")
+        shape = targets.values.shape
+    if len(shape) != 2 or codes.shape != (shape[0],) or (codes >= len(TARGET_SOURCE_NAMES)).any():
+        name = TARGETS if dense else TARGETS_TOPK
+        raise ValueError(f"{run_dir}: {name} {shape} and {TARGET_SOURCES} {codes.shape} do not match; "
                          f"the run directory was altered")
     return targets, np.array(TARGET_SOURCE_NAMES)[codes]
+
+
+def read_network_targets(run_dir: str | Path) -> list[np.ndarray | TopKProbs]:
+    """ELR+ with two networks: each network's rows (as :func:`read_targets`); [] for other runs."""
+    run_dir = Path(run_dir)
+    if (run_dir / TARGETS_TOPK).is_file():
+        with np.load(run_dir / TARGETS_TOPK, allow_pickle=False) as z:
+            names = set(z.files)
+        return [_read_topk(run_dir, f"_net{k}") for k in (1, 2) if f"values_net{k}" in names]
+    return [np.load(run_dir / name, allow_pickle=False) for name in (TARGETS_NET1, TARGETS_NET2)
+            if (run_dir / name).is_file()]
+
+
+def _read_topk(run_dir: Path, suffix: str) -> TopKProbs:
+    try:
+        with np.load(run_dir / TARGETS_TOPK, allow_pickle=False) as z:
+            return TopKProbs(z[f"values{suffix}"], z[f"indices{suffix}"], int(z["num_classes"]))
+    except (KeyError, ValueError, OSError) as err:
+        raise ValueError(f"{run_dir}: {TARGETS_TOPK} cannot be read ({err}); the run directory was altered") from None
 
 
 def write_true_labels(run_dir: str | Path, labels: np.ndarray) -> None:

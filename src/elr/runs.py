@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, detect, noise, rundir
+from . import __version__, evidence, noise, rundir
 from .distributed import Distributed, attach_target_sync, init_from_env, launched_distributed
 from .config import FILE_DATASETS, Config, ConfigError
 from .data import InMemoryDataset, read_dataset, stratified_split
 from .data.cifar_n import CIFAR_N, read_cifar_n
+from .data.readers import RawData
 from .elr_plus import ELRPlus
 from .engine import Engine, Progress, TrainData, evaluate
 from .file_data import prepare_file_data
@@ -83,13 +84,12 @@ def prepare_data(config: Config, device: torch.device | str = "cpu") -> Prepared
     d = config.data
     if d.dataset in FILE_DATASETS:  # image files decoded by DataLoader workers (elr.file_data)
         return prepare_file_data(config, device)
-    raw = read_dataset(d.dataset, d.root)
+    raw, keep = _read_training_set(config)
     seeds = derived_seeds(config.seed)
     x_train, y_true = raw.x_train, np.asarray(raw.y_train, dtype=np.int64)
     num_classes = len(raw.class_names) if raw.class_names else int(max(y_true.max(), raw.y_test.max()) + 1)
-    y_all, keep = y_true, None  # CIFAR-N labels the whole training set: the subset is taken from them too
-    if d.train_size is not None and d.train_size < len(y_true):
-        _, keep = stratified_split(y_true, d.train_size / len(y_true), seed=seeds["subset"])
+    y_all = y_true  # CIFAR-N labels the whole training set: the subset is taken from them too
+    if keep is not None:
         x_train, y_true = x_train[keep], y_true[keep]
 
     n = config.noise
@@ -123,6 +123,33 @@ def prepare_data(config: Config, device: torch.device | str = "cpu") -> Prepared
     data = TrainData(train=train.to(device), test=test.to(device),
                      val=val.to(device) if val is not None else None, num_classes=num_classes)
     return PreparedData(data, noisy, y_true, val_idx, summary, list(raw.class_names or []))
+
+
+def _read_training_set(config: Config) -> tuple[RawData, np.ndarray | None]:
+    """An in-memory data set as read, and the positions of the configured training subset (None: all)."""
+    d = config.data
+    raw = read_dataset(d.dataset, d.root)
+    if d.train_size is None or d.train_size >= len(raw.y_train):
+        return raw, None
+    y = np.asarray(raw.y_train, dtype=np.int64)
+    return raw, stratified_split(y, d.train_size / len(y), seed=derived_seeds(config.seed)["subset"])[1]
+
+
+def training_images(config: Config) -> np.ndarray | None:
+    """The training inputs of an in-memory run in ``noisy_labels.npy`` order, as images to look at.
+
+    uint8 (N, H, W, C) for image data, (N, H, W) for features that are pixels (digits); None for
+    other feature vectors and for image-file data sets (their files are listed in examples.csv).
+    """
+    if config.data.dataset in FILE_DATASETS:
+        return None
+    raw, keep = _read_training_set(config)
+    x = raw.x_train if keep is None else raw.x_train[keep]
+    if raw.is_image:
+        return np.asarray(x)
+    if raw.pixels is None:
+        return None
+    return (np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0) * 255).round().astype(np.uint8).reshape(-1, *raw.pixels)
 
 
 def _human_labels(config: Config, y_all: np.ndarray, num_classes: int) -> np.ndarray:
@@ -516,16 +543,31 @@ def load_run_config(run_dir: str | Path) -> Config:
     return rundir.read_config(run_dir)
 
 
-def evaluate_run(run_dir: str | Path, *, device: str | None = None) -> dict[str, Any]:
-    """Evaluate the checkpoint of a run on its test set (and validation split)."""
+def restore_run(run_dir: str | Path, *, device: str | None = None, verb: str = "restore"
+                ) -> tuple[Config, PreparedData, Standard | ELRPlus, dict[str, Any]]:
+    """A run's config, data and method with its checkpoint's weights and targets, in eval mode.
+
+    Returns ``(config, prepared, method, checkpoint)``; one process whatever the run was trained
+    with (a torchrun checkpoint holds every rank's targets). ``verb`` names the purpose in the
+    one-line error for a folder without a checkpoint.
+    """
     run_dir = Path(run_dir)
-    config = _checkpointed_run_config(run_dir, "evaluate")
+    config = _checkpointed_run_config(run_dir, verb)
     state = rundir.load_checkpoint(run_dir)
     runtime = resolve_runtime(config, device)
     prepared = prepare_data(config, runtime.device)
+    if not np.array_equal(state["noisy_labels"].numpy(), prepared.noisy_labels):
+        raise ValueError(f"{run_dir}: the data or noise no longer reproduce the run's noisy labels; its "
+                         f"checkpoint cannot be matched to the examples")
     method = build_method(config, prepared, runtime, _saved_transition(config, run_dir), from_checkpoint=True)
     method.load_state_dict(state["method"])
     method.eval()
+    return config, prepared, method, state
+
+
+def evaluate_run(run_dir: str | Path, *, device: str | None = None) -> dict[str, Any]:
+    """Evaluate the checkpoint of a run on its test set (and validation split)."""
+    config, prepared, method, state = restore_run(run_dir, device=device, verb="evaluate")
     result = {"epoch": int(state["epoch"])}
     test = evaluate(method, prepared.data.test, config.eval_batch_size)
     result.update({f"test_{k}" if k != "acc" else "test_acc": v for k, v in test.items()})
@@ -579,8 +621,8 @@ def _join_process_group(config: Config, device: str | None) -> Distributed | Non
 def _finish(config: Config, prepared: PreparedData, engine: Engine, run_dir: Path, main: bool = True) -> dict[str, Any]:
     start = time.perf_counter()
     history = engine.fit()
-    if detect.missing_targets_reason(config) is None:  # before the summary: a kill here leaves it resumable
-        detect.save_label_evidence(run_dir, config, engine.method, prepared, write=main)
+    if evidence.missing_targets_reason(config) is None:  # before the summary: a kill here leaves it resumable
+        evidence.save_label_evidence(run_dir, config, engine.method, prepared, write=main)
     summary = summarize(history, config, prepared)
     if estimates_transition(config):
         summary["transition_estimate"] = _estimate_report(config, prepared, rundir.load_transition(run_dir))

@@ -49,6 +49,7 @@ class RawData:
     name: str
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    pixels: tuple[int, int] | None = None  # features that are a small image's pixels in [0, 1] (digits: 8 x 8)
 
     @property
     def num_classes(self) -> int:
@@ -374,7 +375,8 @@ def read_digits(*, test_fraction: float = 0.2, seed: int = 0) -> RawData:
     y = np.asarray(bunch.target, dtype=np.int64)
     train_idx, test_idx = stratified_split(y, float(test_fraction), seed=seed)
     class_names = [str(i) for i in range(10)]
-    return RawData(x[train_idx], y[train_idx], x[test_idx], y[test_idx], class_names, "digits", None, None)
+    return RawData(x[train_idx], y[train_idx], x[test_idx], y[test_idx], class_names, "digits", None, None,
+                   pixels=(8, 8))
 
 
 # ----------------------------------------------------------------------------------------------
