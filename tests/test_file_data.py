@@ -488,3 +488,19 @@ def test_detect_on_a_folder_lists_an_unreadable_image_last_without_a_verdict(tmp
     assert np.isnan(table["score"][-1]) and not table["is_issue"][-1]
     assert np.isfinite(table["score"][:-1]).all()
     assert rundir.read_true_labels(out) is None and "true_label" not in table  # the folder's labels as given
+
+
+def test_detect_draws_the_suspects_from_their_files(tmp_path, capsys):
+    from test_detect_runs import panels
+
+    from elr.cli import main
+
+    root = csv_tree(tmp_path / "data", n_train=15)
+    out = tmp_path / "run"
+    train(small_run("csv", root, "data.label_file=train.csv", "data.test_label_file=test.csv",
+                    "data.val_fraction=0.2", "optim.epochs=2"), out)
+    (root / "img" / "train3.png").unlink()  # a file gone since the run: its panel says so, the others are drawn
+    capsys.readouterr()
+    assert main(["detect", str(out), "--top", "15"]) == 0
+    assert f"wrote {out / 'label_issues.png'} (the top 15 suspects)" in capsys.readouterr().out
+    assert panels(out / "label_issues.png") == 14

@@ -334,13 +334,15 @@ def plot_suspects(images, table: dict, path, *, class_names=None, title: str = "
     def name(label) -> str:
         return _short(class_names[int(label)] if class_names else int(label))
 
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 2.05 * rows + 0.5), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 2.3 * rows + 0.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, (ax, image) in enumerate(zip(axes.flat, images)):
+        given, suggested = table["given_label"][i], table["suggested_label"][i]
+        confidence = float(table["suggested_confidence"][i])
         lines = [f"#{i + 1}  index {int(table['index'][i])}",
-                 f"{name(table['given_label'][i])} → {name(table['suggested_label'][i])} "
-                 f"{float(table['suggested_confidence'][i]):.2f}"]
+                 f"{name(given)} → {name(suggested)} {confidence:.2f}" if suggested != given else
+                 f"{name(given)} {confidence:.2f} (kept)"]
         if "true_label" in table:
             lines.append(f"true: {name(table['true_label'][i])}")
         if image is None:
