@@ -294,3 +294,15 @@ def test_no_picture_for_feature_vectors(tmp_path, capsys):
                         model={"name": "mlp", "hidden": [16]}, optim__epochs=2), run)
     assert main(["detect", str(run), "--top", "5"]) == 0
     assert not (run / "label_issues.png").exists() and "label_issues.png" not in capsys.readouterr().out
+
+
+def test_an_unfinished_elr_plus_run_is_scored_from_the_mean_of_its_checkpoint_banks(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(digits_config(method="elr_plus", optim__epochs=3, elr_plus={"networks": 2, "ema_ramp_steps": 10}),
+              run, progress=StopAfter(1))
+    evidence = read_run_evidence(run)
+    assert evidence.from_checkpoint and evidence.epoch == 1
+    banks = [loss["targets"].numpy() for loss in rundir.load_checkpoint(run)["method"]["losses"]]
+    trained = np.setdiff1d(np.arange(1438), np.array(rundir.read_noise(run)["val_indices"]))
+    np.testing.assert_allclose(evidence.probs[trained], (normalized(banks[0]) + normalized(banks[1])) / 2, rtol=1e-6)

@@ -22,13 +22,15 @@ from .models import create_model, list_models  # noqa: E402
 from . import rundir  # noqa: E402
 from .runs import evaluate_run, resume, train, train_or_resume  # noqa: E402
 from .label_issues import (  # noqa: E402
+    TopKProbs,
+    cleanlab_label_issues,
     detection_quality,
     flag_label_issues,
     label_issue_table,
     label_quality_scores,
     suggest_labels,
 )
-from .detect import detect_label_issues  # noqa: E402
+from .detect import detect_label_issues, read_run_evidence  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -61,7 +63,10 @@ __all__ = [
     "suggest_labels",
     "label_issue_table",
     "detection_quality",
+    "cleanlab_label_issues",
+    "TopKProbs",
     "detect_label_issues",
+    "read_run_evidence",
     "ELRClassifier",
 ]
 
