@@ -125,9 +125,14 @@ def test_topk_runs_keep_the_bank_entries_and_score_as_their_dense_rows(topk_run,
     noisy = rundir.read_noisy_labels(topk_run)
     import elr.label_issues as li
 
-    monkeypatch.setattr(li, "_BLOCK_ENTRIES", 70)  # 7 rows a block: 206 blocks, never all rows at once
+    monkeypatch.setattr(li, "BLOCK_ENTRIES", 70)  # 7 rows a block: 206 blocks, never all rows at once
+    widest = []
+    rows = TopKProbs.rows
+    monkeypatch.setattr(TopKProbs, "rows", lambda self, a, b: widest.append(min(b, len(self)) - a) or rows(self, a, b))
     for score in ("self_confidence", "normalized_margin"):
+        widest.clear()
         table = detect_label_issues(topk_run, score=score)
+        assert max(widest) == 7 and sum(widest) == 1438
         reference = label_issue_table(noisy, dense, method=score)
         for key, column in reference.items():
             assert np.array_equal(table[key], column), (score, key)
@@ -141,6 +146,8 @@ def test_topk_probs_checks_its_input():
         TopKProbs(np.full((1, 2), 0.5), np.array([[0, 4]]), 4)
     with pytest.raises(ValueError, match=r"num_classes must be an integer >= max\(2, k=2\)"):
         TopKProbs(np.full((1, 2), 0.5), np.array([[0, 1]]), 1)
+    with pytest.raises(ValueError, match="indices must be distinct within a row: row 1 names a class twice"):
+        TopKProbs(np.full((2, 2), 0.5), np.array([[0, 1], [2, 2]]), 4)
     with pytest.raises(ValueError, match="row 1 sums to 0.9"):  # a row that is not a distribution, by number
         label_quality_scores([0, 0], TopKProbs(np.array([[0.5, 0.5], [0.5, 0.4]]), np.array([[0, 1], [0, 1]]), 3))
 
@@ -223,26 +230,32 @@ def test_cleanlab_rule_errors_are_one_line(plus_run, capsys, monkeypatch):
 # ---- the picture -------------------------------------------------------------------------------------
 
 
+COLOURS = np.array([(220, 30, 30), (30, 200, 40), (40, 50, 210)])
+
+
 def panels(png):
-    """The number of image panels in a PNG: large connected areas of strongly coloured pixels."""
+    """The image panels of a PNG, in reading order: the mean RGB (0-255) of each large strongly coloured area."""
     ndimage = pytest.importorskip("scipy.ndimage")
     from matplotlib.image import imread
 
     rgb = imread(png)[..., :3]
     coloured = rgb.max(axis=2) - rgb.min(axis=2) > 0.4
     labels, count = ndimage.label(coloured)
-    sizes = np.bincount(labels.ravel())[1:]
-    return int((sizes > 300).sum())  # caption glyphs are a few dozen pixels, a panel thousands
+    found = []
+    for k, box in enumerate(ndimage.find_objects(labels), 1):
+        area = labels[box] == k
+        if area.sum() > 300:  # caption glyphs are a few dozen pixels, a panel thousands
+            found.append((box[0].start // 20, box[1].start, 255 * rgb[box][area].mean(axis=0)))
+    return [colour for _, _, colour in sorted(found, key=lambda f: f[:2])]
 
 
 def coloured_npz(path, n_train=60, n_test=30, seed=0):
-    """8x8 RGB images, each a solid class colour with a little noise: three classes."""
+    """8x8 RGB images, each a solid colour of its (true) class with a little noise: three classes."""
     rng = np.random.default_rng(seed)
-    colours = np.array([(220, 30, 30), (30, 200, 40), (40, 50, 210)])
 
     def images(n):
         y = np.arange(n) % 3
-        x = np.clip(colours[y][:, None, None, :] + rng.integers(-20, 21, (n, 8, 8, 3)), 0, 255).astype(np.uint8)
+        x = np.clip(COLOURS[y][:, None, None, :] + rng.integers(-20, 21, (n, 8, 8, 3)), 0, 255).astype(np.uint8)
         return x, y
 
     (x_train, y_train), (x_test, y_test) = images(n_train), images(n_test)
@@ -251,23 +264,28 @@ def coloured_npz(path, n_train=60, n_test=30, seed=0):
     return path
 
 
-def test_the_picture_has_one_panel_per_suspect(tmp_path, capsys, monkeypatch):
+def shown_classes(png):
+    """The class whose colour each panel shows."""
+    return [int(np.argmin(((COLOURS - colour) ** 2).sum(axis=1))) for colour in panels(png)]
+
+
+def test_the_picture_has_one_panel_per_suspect_showing_its_image(tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
-    data = coloured_npz(tmp_path / "coloured.npz")
+    data = coloured_npz(tmp_path / "coloured.npz", n_train=90)
     run = tmp_path / "run"
-    train(digits_config(data={"dataset": "npz", "root": str(data), "val_fraction": 0.1, "augment": False},
+    train(digits_config(data={"dataset": "npz", "root": str(data), "train_size": 60, "val_fraction": 0.1,
+                              "augment": False},
                         noise__rate=0.3, model={"name": "mlp", "hidden": [32]}, optim__epochs=3), run)
     capsys.readouterr()
-    assert main(["detect", str(run), "--top", "7"]) == 0
-    out = capsys.readouterr().out
-    assert f"wrote {run / 'label_issues.png'} (the top 7 suspects)" in out
-    assert panels(run / "label_issues.png") == 7
-    assert main(["detect", str(run), "--top", "11"]) == 0
-    assert panels(run / "label_issues.png") == 11
+    for top in (7, 11):
+        assert main(["detect", str(run), "--top", str(top)]) == 0
+        assert f"wrote {run / 'label_issues.png'} (the top {top} suspects)" in capsys.readouterr().out
+        table = detect_label_issues(run)
+        # each panel is the image of its row: the 60-image subset of 90, found by index (true label = colour)
+        assert shown_classes(run / "label_issues.png") == table["true_label"][:top].tolist()
+    assert len(set(table["true_label"][:11].tolist())) > 1  # the check can tell images apart
 
-    (run / "label_issues.png").unlink()
-    capsys.readouterr()
-    assert main(["detect", str(run), "--top", "5", "--no-plot"]) == 0
+    assert main(["detect", str(run), "--top", "5", "--no-plot"]) == 0  # and removes the picture it would not show
     assert "label_issues.png" not in capsys.readouterr().out and not (run / "label_issues.png").exists()
 
     import elr.plots
@@ -275,12 +293,18 @@ def test_the_picture_has_one_panel_per_suspect(tmp_path, capsys, monkeypatch):
     def no_matplotlib():
         raise ImportError("plots need matplotlib: pip install 'elr[plot]'")
 
-    monkeypatch.setattr(elr.plots, "_pyplot", no_matplotlib)
-    assert main(["detect", str(run), "--top", "5"]) == 0  # the verdicts are written all the same
+    with monkeypatch.context() as patch:
+        patch.setattr(elr.plots, "_pyplot", no_matplotlib)
+        assert main(["detect", str(run), "--top", "5"]) == 0  # the verdicts are written all the same
     captured = capsys.readouterr()
     assert ("no label_issues.png: plots need matplotlib: pip install 'elr[plot]' (--no-plot skips the picture)"
             in captured.out.splitlines())
     assert (run / "label_issues.csv").exists() and not (run / "label_issues.png").exists()
+
+    data.rename(tmp_path / "moved.npz")  # the data moved since: the verdicts stand, the picture says why not
+    assert main(["detect", str(run), "--top", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("no label_issues.png: ") and "coloured.npz" in line for line in lines)
 
 
 def test_no_picture_for_feature_vectors(tmp_path, capsys):

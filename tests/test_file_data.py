@@ -493,6 +493,7 @@ def test_detect_on_a_folder_lists_an_unreadable_image_last_without_a_verdict(tmp
 def test_detect_draws_the_suspects_from_their_files(tmp_path, capsys):
     from test_detect_runs import panels
 
+    from elr import detect_label_issues, rundir
     from elr.cli import main
 
     root = csv_tree(tmp_path / "data", n_train=15)
@@ -503,4 +504,28 @@ def test_detect_draws_the_suspects_from_their_files(tmp_path, capsys):
     capsys.readouterr()
     assert main(["detect", str(out), "--top", "15"]) == 0
     assert f"wrote {out / 'label_issues.png'} (the top 15 suspects)" in capsys.readouterr().out
-    assert panels(out / "label_issues.png") == 14
+    table = detect_label_issues(out)
+    shown = [COLORS.index(tuple(min(COLORS, key=lambda c: sum((np.array(c) - colour) ** 2))))
+             for colour in panels(out / "label_issues.png")]
+    names = rundir.read_classes(out)["class_names"]  # sorted; csv_tree colours zebra, apple, moon by COLORS[0..2]
+    expected = [["zebra", "apple", "moon"].index(names[t]) for i, t in zip(table["index"], table["true_label"]) if i != 3]
+    assert shown == expected and len(shown) == 14
+
+
+def test_the_cleanlab_rule_leaves_unreadable_images_out(tmp_path):
+    filters = pytest.importorskip("cleanlab.filter", reason="cleanlab is not installed (pip install 'elr[cleanlab]')")
+    from elr import detect_label_issues, rundir
+
+    root = image_folder(tmp_path / "data", train=6)
+    (root / "train" / "dog" / "1.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "run"
+    train(small_run("image_folder", root, "data.decode_errors=skip", "optim.epochs=2"), out)
+    probs, sources = rundir.read_targets(out)
+    noisy = rundir.read_noisy_labels(out)
+    readable = sources != "unreadable"
+    assert readable.sum() == 17
+    expected = np.zeros(18, dtype=bool)
+    expected[readable] = filters.find_label_issues(noisy[readable], probs[readable], filter_by="prune_by_class")
+    table = detect_label_issues(out, rule="cleanlab", filter_by="prune_by_class")
+    assert table["is_issue"].tolist() == expected[table["index"]].tolist()
+    assert table["source"][-1] == "unreadable" and not table["is_issue"][-1]

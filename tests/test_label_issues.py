@@ -246,7 +246,7 @@ def test_runs_without_targets_are_refused_in_one_line(tmp_path, capsys):
         detect_label_issues(unstarted)
 
 
-def test_a_finished_run_without_its_targets_file_is_scored_from_its_checkpoint(digits_run, tmp_path):
+def test_a_finished_run_without_its_targets_file_is_scored_from_its_checkpoint(digits_run, tmp_path, capsys):
     run = tmp_path / "run"  # a run finished by an elr that did not write targets yet
     shutil.copytree(digits_run, run)
     saved = detect_label_issues(run)
@@ -256,8 +256,12 @@ def test_a_finished_run_without_its_targets_file_is_scored_from_its_checkpoint(d
     assert set(rebuilt) == set(saved)
     for key in saved:  # the same rows, rebuilt from checkpoint.pt (and rounded to float32 as the file is)
         assert np.array_equal(rebuilt[key], saved[key]), key
+    assert main(["detect", str(run), "--top", "0"]) == 0
+    assert (f"scored from the checkpoint of its last epoch, 30 of 30 (the run has no targets file; "
+            f"`elr train --resume {run}` writes it without training again)") in capsys.readouterr().out
     (run / "checkpoint.pt").unlink()
-    with pytest.raises(ValueError, match="has no targets.npy and its checkpoint.pt was removed"):
+    with pytest.raises(ValueError, match=r"has no targets file \(targets.npy or targets_topk.npz\) and its "
+                                         r"checkpoint.pt was removed"):
         detect_label_issues(run)
     shutil.copy(digits_run / "targets.npy", run / "targets.npy")
     with pytest.raises(ValueError, match="targets.npy is there but target_sources.npy is missing"):

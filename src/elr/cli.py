@@ -313,8 +313,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from .detect import detect_label_issues, label_issue_report, read_run_evidence
-    from .label_issues import CLEANLAB_FILTERS
-    from .rundir import lock, write_label_issues
+    from .label_issues import CLEANLAB_FILTERS, cleanlab_filter
+    from .rundir import LABEL_ISSUES_PLOT, lock, write_label_issues
 
     if args.top < 0:
         raise ValueError(f"--top must be a count >= 0, got {args.top}")
@@ -331,12 +331,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
     rule = rule or ("threshold" if args.threshold is not None else "argmax")
     filter_by = filter_by or CLEANLAB_FILTERS[0]
     threshold = 0.5 if args.threshold is None else args.threshold
+    if rule == "cleanlab":
+        cleanlab_filter()  # missing: say so before a run is read or restored
     with lock(args.run_dir, create=False):  # not while another process resumes or rewrites the run
-        evidence = read_run_evidence(args.run_dir)
+        evidence = read_run_evidence(args.run_dir, device=args.device)
         table = detect_label_issues(args.run_dir, score=args.score, rule=rule, threshold=threshold,
                                     filter_by=filter_by, evidence=evidence)
         report = label_issue_report(evidence, table)
         path = write_label_issues(args.run_dir, table)
+        (Path(args.run_dir) / LABEL_ISSUES_PLOT).unlink(missing_ok=True)  # never beside a CSV it does not show
         picture = None if args.no_plot else _suspects_picture(args.run_dir, evidence, table, args.top)
     n, flagged, src = len(table["index"]), report["flagged"], report["sources"]
     where = [f"ELR targets for {src['targets']}"]
@@ -347,9 +350,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
         where.append(f"no verdict for {src['unreadable']} unreadable images")
     print(f"{n} training labels of {args.run_dir}: " + ", ".join(where))
     epochs = report["epochs"] or "?"
-    if report["from_checkpoint"]:
+    if report["from_checkpoint"] and not report["finished"]:
         print(f"scored from the checkpoint of epoch {report['epoch']} of {epochs} (the run is unfinished; "
               f"its targets file is written when it finishes)")
+    elif report["from_checkpoint"]:
+        print(f"scored from the checkpoint of its last epoch, {report['epoch']} of {epochs} (the run has no "
+              f"targets file; `elr train --resume {args.run_dir}` writes it without training again)")
     else:
         print(f"scored from the targets of its last epoch, {report['epoch']} of {epochs}")
     how = {"argmax": "another class more probable than the label", "threshold": f"{args.score} < {threshold:g}",
@@ -392,10 +398,9 @@ def _suspects_picture(run_dir: str, evidence: Any, table: dict[str, Any], top: i
         images = suspect_images(evidence, table["index"][:shown])
         if images is None:
             return None  # feature vectors: nothing to look at
-        names = evidence.class_names if len(evidence.class_names) == evidence.num_classes else None
         path = plot_suspects(images, {k: v[:shown] for k, v in table.items()}, Path(run_dir) / LABEL_ISSUES_PLOT,
-                             class_names=names)
-    except ImportError as err:
+                             class_names=evidence.names)
+    except (ImportError, OSError, ValueError) as err:  # the verdicts stand without it (moved data, no matplotlib)
         return f"no {LABEL_ISSUES_PLOT}: {err} (--no-plot skips the picture)"
     return f"wrote {path} (the top {shown} suspects)"
 
@@ -438,6 +443,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .label_issues import CLEANLAB_FILTERS
     from .rundir import LABEL_ISSUES_PLOT, SUMMARY
 
     parser = argparse.ArgumentParser(prog="elr", description="Early-Learning Regularization for noisy labels.")
@@ -496,15 +502,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", metavar="RULE",
                    help="argmax (default): flag when another class is more probable than the label; threshold: "
                         "when the score is below --threshold; cleanlab[:FILTER]: what cleanlab's find_label_issues "
-                        "finds in the targets (FILTER: prune_by_noise_rate (default), prune_by_class, both, "
-                        "confident_learning, predicted_neq_given, low_normalized_margin, low_self_confidence; "
-                        "needs pip install 'elr[cleanlab]')")
+                        f"finds in the targets (FILTER: {CLEANLAB_FILTERS[0]} (default), "
+                        f"{', '.join(CLEANLAB_FILTERS[1:])}; needs pip install 'elr[cleanlab]')")
     p.add_argument("--threshold", type=float, help="score below which a label is flagged (implies --rule "
                                                    "threshold; default 0.5)")
     p.add_argument("--score", choices=("self_confidence", "normalized_margin"), default="self_confidence",
                    help="self_confidence: the probability of the given label (default); normalized_margin: "
                         "(that minus the largest other + 1) / 2")
     p.add_argument("--no-plot", action="store_true", help=f"do not draw {LABEL_ISSUES_PLOT} (image data only)")
+    p.add_argument("--device", help="where an unfinished run is restored to score it (default: the run's "
+                                    "config.device); e.g. cpu for a run trained on a GPU")
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("theory", help="the linear model of Section 3: early learning, then memorization")

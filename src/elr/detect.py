@@ -32,8 +32,8 @@ class RunEvidence:
     ``probs`` (float32/float64 (N, C) or TopKProbs) and ``sources`` (str (N,)) per training
     example in ``noisy_labels.npy`` order; ``given`` and ``true`` (None when unknown) labels;
     ``examples`` (paths of image files) or None; ``class_names``; ``epoch`` the rows are from, of
-    ``epochs``; ``from_checkpoint``: rebuilt from ``checkpoint.pt`` (an unfinished run) instead of
-    read from the targets file; ``config``.
+    ``epochs``; ``from_checkpoint``: rebuilt from ``checkpoint.pt`` instead of read from the targets
+    file (an unfinished run, or a finished one without its targets file); ``finished``; ``config``.
     """
 
     probs: np.ndarray | TopKProbs
@@ -45,11 +45,17 @@ class RunEvidence:
     epoch: int
     epochs: int | None
     from_checkpoint: bool
+    finished: bool
     config: Config
 
     @property
     def num_classes(self) -> int:
         return int(self.probs.shape[1])
+
+    @property
+    def names(self) -> list[str] | None:
+        """The class names in label order, or None when they are not known for every class."""
+        return list(self.class_names) if len(self.class_names) == self.num_classes else None
 
 
 def read_run_evidence(run_dir: str | Path, *, device: str | None = None) -> RunEvidence:
@@ -64,7 +70,9 @@ def read_run_evidence(run_dir: str | Path, *, device: str | None = None) -> RunE
         The run keeps no targets (cross entropy or a baseline), never reached a checkpoint, or lost
         both its targets file and its checkpoint; the message names the command to run instead.
     FileNotFoundError
-        ``run_dir`` is not a run directory.
+        ``run_dir`` is not a run directory; restoring from a checkpoint: the run's data are gone.
+    ImportError
+        Restoring from a checkpoint needs what the run's data and model need (e.g. Pillow).
     """
     run_dir = Path(run_dir)
     st = rundir.status(run_dir)
@@ -88,20 +96,21 @@ def read_run_evidence(run_dir: str | Path, *, device: str | None = None) -> RunE
             raise ValueError(f"{run_dir}: the targets have {len(probs)} rows but {rundir.NOISY_LABELS} "
                              f"{len(given)} labels; the run directory was altered")
         return RunEvidence(probs, sources, given, rundir.read_true_labels(run_dir), rundir.read_examples(run_dir),
-                           list(names), st.epochs_done, st.epochs, False, config)
+                           list(names), st.epochs_done, st.epochs, False, True, config)
     if not rundir.has_checkpoint(run_dir):
-        raise ValueError(f"{run_dir} has no {rundir.TARGETS} and its {rundir.CHECKPOINT} was removed, so its targets "
-                         f"are lost; train it again to detect label issues")
+        raise ValueError(f"{run_dir} has no targets file ({rundir.TARGETS} or {rundir.TARGETS_TOPK}) and its "
+                         f"{rundir.CHECKPOINT} was removed, so its targets are lost; train it again to detect label "
+                         f"issues")
     from .runs import restore_run  # runs -> evidence; detect sits above both
 
-    config, prepared, method, state = restore_run(run_dir, device=device, verb="detect")
+    config, prepared, method, state = restore_run(run_dir, device=device, verb="detect", match_labels=True)
     found = collect_evidence(config, method, prepared, epoch=int(state["epoch"]))
     examples = example_files(prepared) if config.data.dataset in FILE_DATASETS else None
     true = prepared.true_labels if truth_known(config, prepared) else None
     probs = found.probs if isinstance(found.probs, TopKProbs) else found.probs.astype(np.float32)  # as written
     return RunEvidence(probs, found.sources.astype(str), prepared.noisy_labels, true, examples,
                        list(names) or list(prepared.class_names), int(state["epoch"]), config.optim.epochs, True,
-                       config)
+                       st.state != rundir.RESUMABLE, config)
 
 
 def detect_label_issues(run_dir: str | Path, *, score: str = "self_confidence", rule: str = "argmax",
@@ -168,8 +177,8 @@ def detect_label_issues(run_dir: str | Path, *, score: str = "self_confidence", 
     out = {k: table[k] for k in ("index", "given_label", "suggested_label", "score", "is_issue")}
     out["source"] = source.astype(str)
     out["suggested_confidence"] = table["suggested_confidence"]
-    if len(ev.class_names) == ev.num_classes:
-        names = np.array(ev.class_names, dtype=object)
+    if ev.names is not None:
+        names = np.array(ev.names, dtype=object)
         out["given_class"], out["suggested_class"] = names[out["given_label"]], names[out["suggested_label"]]
     if ev.true is not None:
         out["true_label"] = np.asarray(ev.true)[out["index"]]
@@ -187,12 +196,12 @@ def label_issue_report(evidence: RunEvidence, table: dict[str, np.ndarray]) -> d
         ``per_class``: one dict per class (``label``, ``name`` or None, ``examples``, ``flagged``);
         ``sources``: examples per source; ``flagged``; ``quality``: :func:`elr.detection_quality`
         against the clean labels (readable examples only), or None when they are unknown;
-        ``epoch``, ``epochs`` and ``from_checkpoint`` of the evidence.
+        ``epoch``, ``epochs``, ``from_checkpoint`` and ``finished`` of the evidence.
     """
     num_classes = evidence.num_classes
-    names = evidence.class_names
+    names = evidence.names
     counts = issues_per_class(table["given_label"], table["is_issue"], num_classes)
-    per_class = [{"label": c, "name": names[c] if len(names) == num_classes else None,
+    per_class = [{"label": c, "name": names[c] if names else None,
                   "examples": int(counts["examples"][c]), "flagged": int(counts["flagged"][c])}
                  for c in range(num_classes)]
     sources = {s: int((table["source"] == s).sum()) for s in rundir.TARGET_SOURCE_NAMES}
@@ -202,7 +211,8 @@ def label_issue_report(evidence: RunEvidence, table: dict[str, np.ndarray]) -> d
         quality = detection_quality(table["score"][readable], table["is_issue"][readable],
                                     (table["given_label"] != table["true_label"])[readable])
     return {"per_class": per_class, "sources": sources, "flagged": int(table["is_issue"].sum()), "quality": quality,
-            "epoch": evidence.epoch, "epochs": evidence.epochs, "from_checkpoint": evidence.from_checkpoint}
+            "epoch": evidence.epoch, "epochs": evidence.epochs, "from_checkpoint": evidence.from_checkpoint,
+            "finished": evidence.finished}
 
 
 def suspect_images(evidence: RunEvidence, index: np.ndarray) -> list[np.ndarray | None] | None:
@@ -220,7 +230,9 @@ def suspect_images(evidence: RunEvidence, index: np.ndarray) -> list[np.ndarray 
         for path in evidence.examples["path"][index].tolist():
             try:
                 img = load_rgb(str(path))
-            except (OSError, ValueError):
+            except ImportError:
+                raise
+            except Exception:  # noqa: BLE001 - as in training, any file Pillow cannot decode is unreadable
                 images.append(None)
                 continue
             img.thumbnail((128, 128))  # a panel is about an inch wide: no need for more pixels

@@ -15,8 +15,8 @@ which is a held-out prediction because the model never trained on it.
   row built a block at a time, so N x C is never held at once; held-out rows keep the top k of
   their prediction, renormalised like the targets.
 
-The held-out rows are the final model's predictions (ELR+: the mean logits of its networks), the
-same rows in each network's file.
+The held-out rows are the final model's predictions (ELR+: the mean logits of its networks, or of
+their weight averages with ``predict_with: ema``), the same rows in each network's file.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch
 from . import rundir
 from .config import FILE_DATASETS, Config
 from .data.cifar_n import CIFAR_N
-from .label_issues import TopKProbs
+from .label_issues import BLOCK_ENTRIES, TopKProbs
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ __all__ = ["Evidence", "missing_targets_reason", "save_label_evidence", "collect
            "example_files", "truth_known"]
 
 _TARGETS, _HELD_OUT, _UNREADABLE = rundir.TARGET_SOURCE_NAMES
-_BLOCK_ENTRIES = 1 << 22  # target rows are read this many entries at a time
 
 
 @dataclass
@@ -129,7 +128,7 @@ def evidence_rows(method: Any, train: Any, train_pos: np.ndarray, held_out: list
     k = first.target_k if first.target_storage == "topk" else None
     sinks = [_Rows(n, first.num_classes, k) for _ in range(1 + (len(banks) if len(banks) > 1 else 0))]
     sources = np.full(n, _UNREADABLE, dtype=object)
-    step = max(1, _BLOCK_ENTRIES // first.num_classes)
+    step = max(1, BLOCK_ENTRIES // first.num_classes)
     untrained = []
     for block in torch.arange(len(train)).split(step):
         rows = [bank.target_rows(block.to(next(bank.buffers()).device)).cpu().numpy() for bank in banks]

@@ -40,10 +40,10 @@ RULES = ("argmax", "threshold", "cleanlab")
 CLEANLAB_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
                     "low_normalized_margin", "low_self_confidence")
 _SUM_TOLERANCE = 1e-3  # float32 softmax rows and renormalised targets sum to 1 within ~1e-6
-_BLOCK_ENTRIES = 1 << 22  # a top-k table is densified this many entries (32 MB of float64) at a time
+BLOCK_ENTRIES = 1 << 22  # top-k rows are densified this many entries (32 MB of float64) at a time
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TopKProbs:
     """Probability rows that keep only their k largest entries; every other class holds 0.
 
@@ -75,6 +75,10 @@ class TopKProbs:
             raise ValueError(f"indices must be integer class indices, got dtype {i.dtype}")
         if i.size and (i.min() < 0 or i.max() >= c):
             raise ValueError(f"indices must lie in [0, {c}) (num_classes), found {int(i.min())}..{int(i.max())}")
+        repeated = (np.diff(np.sort(i, axis=1), axis=1) == 0).any(axis=1)
+        if repeated.any():
+            raise ValueError(f"indices must be distinct within a row: row {int(np.flatnonzero(repeated)[0])} names a "
+                             f"class twice")
         object.__setattr__(self, "values", v)
         object.__setattr__(self, "indices", i)
         object.__setattr__(self, "num_classes", int(c))
@@ -98,19 +102,24 @@ class TopKProbs:
         return self.rows(0, len(self))
 
 
-def check_probabilities(labels: Any, probs: Any, *, _first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def check_probabilities(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validate ``labels`` and ``probs``; return them as int64 (N,) and float64 (N, C).
 
     Raises ValueError naming the argument: ``probs`` not 2-D with at least 2 classes, NaN or
     infinite, negative, or a row that does not sum to 1 (within 1e-3); ``labels`` not 1-D
     integers of the same length, or outside ``[0, C)``. A :class:`TopKProbs` is returned dense.
     """
-    p = probs.dense() if isinstance(probs, TopKProbs) else np.asarray(probs)
+    return _check(labels, probs.dense() if isinstance(probs, TopKProbs) else probs, 0)
+
+
+def _check(labels: Any, probs: Any, _first_row: int) -> tuple[np.ndarray, np.ndarray]:
+    """check_probabilities on a block of rows starting at row ``_first_row`` (named in the errors)."""
+    p = np.asarray(probs)
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError(f"probs must be a 2-D array (N examples, C >= 2 classes), got shape {p.shape}")
     if not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.integer)):
         raise ValueError(f"probs must hold numbers, got dtype {p.dtype}")
-    p = p.astype(np.float64)
+    p = p.astype(np.float64, copy=False)
     bad = ~np.isfinite(p).all(axis=1)
     if bad.any():
         raise ValueError(f"probs must be finite: row {_first_row + int(np.flatnonzero(bad)[0])} holds NaN or infinity")
@@ -147,9 +156,9 @@ def _checked_blocks(labels: Any, probs: Any) -> Iterator[tuple[np.ndarray, np.nd
     if y.ndim != 1 or len(y) != len(probs):
         raise ValueError(f"labels must be a 1-D array of {len(probs)} class indices (one per row of probs), "
                          f"got shape {y.shape}")
-    step = max(1, _BLOCK_ENTRIES // probs.num_classes)
+    step = max(1, BLOCK_ENTRIES // probs.num_classes)
     for start in range(0, max(len(probs), 1), step):
-        yield check_probabilities(y[start:start + step], probs.rows(start, start + step), _first_row=start)
+        yield _check(y[start:start + step], probs.rows(start, start + step), start)
 
 
 def _verdicts(labels: Any, probs: Any, method: str, rule: str | None, threshold: float
@@ -258,13 +267,21 @@ def cleanlab_label_issues(labels: Any, probs: Any, *, filter_by: str = "prune_by
     """
     _check_choice("filter_by", filter_by, CLEANLAB_FILTERS)
     y, p = check_probabilities(labels, probs)
+    find_label_issues = cleanlab_filter().find_label_issues
+    if len(y) == 0:  # cleanlab fails on no rows without saying so
+        return np.zeros(0, dtype=bool)
+    mask = find_label_issues(y, p, filter_by=filter_by, **cleanlab_options)
+    return np.asarray(mask, dtype=bool)
+
+
+def cleanlab_filter():
+    """The ``cleanlab.filter`` module, or an ImportError in one line that says how to install it."""
     try:
-        from cleanlab.filter import find_label_issues
+        from cleanlab import filter as cleanlab_filter_module
     except ImportError:
         raise ImportError("the cleanlab rule needs cleanlab, which is not installed: "
                           "pip install 'elr[cleanlab]' (or pip install cleanlab)") from None
-    mask = find_label_issues(y, p, filter_by=filter_by, **cleanlab_options)
-    return np.asarray(mask, dtype=bool)
+    return cleanlab_filter_module
 
 
 def label_issue_table(labels: Any, probs: Any, *, method: str = "self_confidence", rule: str = "argmax",

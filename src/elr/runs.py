@@ -543,22 +543,23 @@ def load_run_config(run_dir: str | Path) -> Config:
     return rundir.read_config(run_dir)
 
 
-def restore_run(run_dir: str | Path, *, device: str | None = None, verb: str = "restore"
+def restore_run(run_dir: str | Path, *, device: str | None = None, verb: str = "restore", match_labels: bool = False
                 ) -> tuple[Config, PreparedData, Standard | ELRPlus, dict[str, Any]]:
     """A run's config, data and method with its checkpoint's weights and targets, in eval mode.
 
     Returns ``(config, prepared, method, checkpoint)``; one process whatever the run was trained
     with (a torchrun checkpoint holds every rank's targets). ``verb`` names the purpose in the
-    one-line error for a folder without a checkpoint.
+    one-line error for a folder without a checkpoint. ``match_labels``: refuse when the data and
+    noise no longer give the run's noisy labels (per-example targets would meet other examples).
     """
     run_dir = Path(run_dir)
     config = _checkpointed_run_config(run_dir, verb)
     state = rundir.load_checkpoint(run_dir)
     runtime = resolve_runtime(config, device)
     prepared = prepare_data(config, runtime.device)
-    if not np.array_equal(state["noisy_labels"].numpy(), prepared.noisy_labels):
-        raise ValueError(f"{run_dir}: the data or noise no longer reproduce the run's noisy labels; its "
-                         f"checkpoint cannot be matched to the examples")
+    if match_labels and not np.array_equal(state["noisy_labels"].numpy(), prepared.noisy_labels):
+        raise ValueError(f"{run_dir}: the data or noise no longer reproduce the run's noisy labels, so its "
+                         f"targets cannot be matched to the examples; nothing to {verb}")
     method = build_method(config, prepared, runtime, _saved_transition(config, run_dir), from_checkpoint=True)
     method.load_state_dict(state["method"])
     method.eval()
