@@ -312,7 +312,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from .detect import detect_label_issues, label_issue_report, read_run_evidence
+    from .detect import detect_label_issues, label_issue_report, read_run_evidence, resume_command
     from .label_issues import CLEANLAB_FILTERS, cleanlab_filter
     from .rundir import LABEL_ISSUES_PLOT, lock, write_label_issues
 
@@ -355,7 +355,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
               f"its targets file is written when it finishes)")
     elif report["from_checkpoint"]:
         print(f"scored from the checkpoint of its last epoch, {report['epoch']} of {epochs} (the run has no "
-              f"targets file; `elr train --resume {args.run_dir}` writes it without training again)")
+              f"targets file; `{resume_command(args.run_dir)}` writes it without training again)")
     else:
         print(f"scored from the targets of its last epoch, {report['epoch']} of {epochs}")
     how = {"argmax": "another class more probable than the label", "threshold": f"{args.score} < {threshold:g}",

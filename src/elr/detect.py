@@ -20,7 +20,8 @@ from .config import FILE_DATASETS, Config
 from .evidence import collect_evidence, example_files, missing_targets_reason, truth_known
 from .label_issues import TopKProbs, cleanlab_label_issues, detection_quality, issues_per_class, label_issue_table
 
-__all__ = ["RunEvidence", "read_run_evidence", "detect_label_issues", "label_issue_report", "suspect_images"]
+__all__ = ["RunEvidence", "read_run_evidence", "detect_label_issues", "label_issue_report", "suspect_images",
+           "resume_command"]
 
 _TARGETS, _HELD_OUT, _UNREADABLE = rundir.TARGET_SOURCE_NAMES
 
@@ -213,6 +214,15 @@ def label_issue_report(evidence: RunEvidence, table: dict[str, np.ndarray]) -> d
     return {"per_class": per_class, "sources": sources, "flagged": int(table["is_issue"].sum()), "quality": quality,
             "epoch": evidence.epoch, "epochs": evidence.epochs, "from_checkpoint": evidence.from_checkpoint,
             "finished": evidence.finished}
+
+
+def resume_command(run_dir: str | Path) -> str:
+    """The command that resumes (or, for a finished run, rewrites the outputs of) a run with a checkpoint:
+    under torchrun with the same process count when it was trained so."""
+    world = int(rundir.load_checkpoint(run_dir).get("world_size", 1))
+    if world > 1:
+        return f"torchrun --nproc_per_node={world} -m elr train --resume {run_dir}"
+    return f"elr train --resume {run_dir}"
 
 
 def suspect_images(evidence: RunEvidence, index: np.ndarray) -> list[np.ndarray | None] | None:
