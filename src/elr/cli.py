@@ -340,7 +340,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         report = label_issue_report(evidence, table)
         path = write_label_issues(args.run_dir, table)
         (Path(args.run_dir) / LABEL_ISSUES_PLOT).unlink(missing_ok=True)  # never beside a CSV it does not show
-        picture = None if args.no_plot else _suspects_picture(args.run_dir, evidence, table, args.top)
+        picture = None if args.no_plot else _suspects_picture(Path(args.run_dir) / LABEL_ISSUES_PLOT, evidence,
+                                                              table, args.top)
     n, flagged, src = len(table["index"]), report["flagged"], report["sources"]
     where = [f"ELR targets for {src['targets']}"]
     if src["held_out_model"]:
@@ -385,11 +386,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _suspects_picture(run_dir: str, evidence: Any, table: dict[str, Any], top: int) -> str | None:
-    """Draw label_issues.png; return what to print about it (None: nothing to say)."""
+def _suspects_picture(path: Path, evidence: Any, table: dict[str, Any], top: int) -> str | None:
+    """Draw the top suspects at ``path``; return what to print about it (None: nothing to say)."""
     from .detect import suspect_images
     from .plots import MAX_SUSPECT_PANELS, plot_suspects
-    from .rundir import LABEL_ISSUES_PLOT
 
     shown = min(top, MAX_SUSPECT_PANELS, int((table["source"] != "unreadable").sum()))
     if shown == 0:
@@ -398,10 +398,9 @@ def _suspects_picture(run_dir: str, evidence: Any, table: dict[str, Any], top: i
         images = suspect_images(evidence, table["index"][:shown])
         if images is None:
             return None  # feature vectors: nothing to look at
-        path = plot_suspects(images, {k: v[:shown] for k, v in table.items()}, Path(run_dir) / LABEL_ISSUES_PLOT,
-                             class_names=evidence.names)
+        plot_suspects(images, {k: v[:shown] for k, v in table.items()}, path, class_names=evidence.names)
     except (ImportError, OSError, ValueError) as err:  # the verdicts stand without it (moved data, no matplotlib)
-        return f"no {LABEL_ISSUES_PLOT}: {err} (--no-plot skips the picture)"
+        return f"no {path.name}: {err} (--no-plot skips the picture)"
     return f"wrote {path} (the top {shown} suspects)"
 
 

@@ -726,7 +726,7 @@ def read_targets(run_dir: str | Path, *, mmap: bool = False) -> tuple[np.ndarray
         targets = np.load(run_dir / TARGETS, allow_pickle=False, mmap_mode="r" if mmap else None)
         shape = targets.shape
     else:
-        targets = _read_topk(run_dir, "")
+        targets = _read_topk(run_dir, [""])[0]
         shape = targets.values.shape
     if len(shape) != 2 or codes.shape != (shape[0],) or (codes >= len(TARGET_SOURCE_NAMES)).any():
         name = TARGETS if dense else TARGETS_TOPK
@@ -739,17 +739,18 @@ def read_network_targets(run_dir: str | Path) -> list[np.ndarray | TopKProbs]:
     """ELR+ with two networks: each network's rows (as :func:`read_targets`); [] for other runs."""
     run_dir = Path(run_dir)
     if (run_dir / TARGETS_TOPK).is_file():
-        with np.load(run_dir / TARGETS_TOPK, allow_pickle=False) as z:
-            names = set(z.files)
-        return [_read_topk(run_dir, f"_net{k}") for k in (1, 2) if f"values_net{k}" in names]
+        return _read_topk(run_dir, [f"_net{k}" for k in (1, 2)], missing_ok=True)
     return [np.load(run_dir / name, allow_pickle=False) for name in (TARGETS_NET1, TARGETS_NET2)
             if (run_dir / name).is_file()]
 
 
-def _read_topk(run_dir: Path, suffix: str) -> TopKProbs:
+def _read_topk(run_dir: Path, suffixes: Sequence[str], *, missing_ok: bool = False) -> list[TopKProbs]:
+    """The TopKProbs stored under ``values<suffix>``/``indices<suffix>`` in targets_topk.npz, one
+    opening of the file; ``missing_ok`` skips a suffix the file does not hold."""
     try:
         with np.load(run_dir / TARGETS_TOPK, allow_pickle=False) as z:
-            return TopKProbs(z[f"values{suffix}"], z[f"indices{suffix}"], int(z["num_classes"]))
+            return [TopKProbs(z[f"values{s}"], z[f"indices{s}"], int(z["num_classes"])) for s in suffixes
+                    if not missing_ok or f"values{s}" in z.files]
     except (KeyError, ValueError, OSError) as err:
         raise ValueError(f"{run_dir}: {TARGETS_TOPK} cannot be read ({err}); the run directory was altered") from None
 

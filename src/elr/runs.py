@@ -528,8 +528,7 @@ def _resume_locked(config: Config, run_dir: Path, progress: Progress | None, dev
         )
     runtime = resolve_runtime(config, device, distributed)
     prepared = prepare_data(config, runtime.device)
-    if not np.array_equal(state["noisy_labels"].numpy(), prepared.noisy_labels):
-        raise ValueError(f"{run_dir}: the data or noise no longer reproduce the run's noisy labels; refusing to resume")
+    _check_noisy_labels(run_dir, state, prepared, "refusing to resume")
     method = build_method(config, prepared, runtime, _saved_transition(config, run_dir), from_checkpoint=True)
     if distributed is not None:
         attach_target_sync(method)
@@ -557,13 +556,19 @@ def restore_run(run_dir: str | Path, *, device: str | None = None, verb: str = "
     state = rundir.load_checkpoint(run_dir)
     runtime = resolve_runtime(config, device)
     prepared = prepare_data(config, runtime.device)
-    if match_labels and not np.array_equal(state["noisy_labels"].numpy(), prepared.noisy_labels):
-        raise ValueError(f"{run_dir}: the data or noise no longer reproduce the run's noisy labels, so its "
-                         f"targets cannot be matched to the examples; nothing to {verb}")
+    if match_labels:
+        _check_noisy_labels(run_dir, state, prepared, f"its targets cannot be matched to the examples; nothing to "
+                                                      f"{verb}")
     method = build_method(config, prepared, runtime, _saved_transition(config, run_dir), from_checkpoint=True)
     method.load_state_dict(state["method"])
     method.eval()
     return config, prepared, method, state
+
+
+def _check_noisy_labels(run_dir: Path, state: dict[str, Any], prepared: PreparedData, consequence: str) -> None:
+    """A checkpoint's per-example state is only valid for the noisy labels it was trained on."""
+    if not np.array_equal(state["noisy_labels"].numpy(), prepared.noisy_labels):
+        raise ValueError(f"{run_dir}: the data or noise no longer reproduce the run's noisy labels; {consequence}")
 
 
 def evaluate_run(run_dir: str | Path, *, device: str | None = None) -> dict[str, Any]:
