@@ -73,6 +73,8 @@ class TerminalProgress:
             parts.append(f"val {100 * record['val_acc']:.2f}%")
         if record.get("mem_wrong_memorized") is not None:
             parts.append(f"memorized {100 * record['mem_wrong_memorized']:.1f}%")
+        if record.get("det_auroc") is not None:
+            parts.append(f"wrong-label AUROC {record['det_auroc']:.3f}")
         parts.append(f"{record['seconds']:.1f}s")
         line = "  ".join(parts)
         if self._epoch_bar is not None:
@@ -101,6 +103,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print("no validation split (data.val_fraction=0): nothing selected; report the last epoch")
     if last.get("mem_wrong_memorized") is not None:
         print(f"wrong labels memorized at the end: {100 * last['mem_wrong_memorized']:.1f}%")
+    if last.get("det_auroc") is not None:
+        at = [f"last epoch {last['det_auroc']:.3f}"]
+        if selected and selected.get("det_auroc") is not None:
+            at.append(f"selected epoch {selected['det_auroc']:.3f}")
+        best = summary.get("best_det_auroc")
+        if best:
+            at.append(f"best {best['auroc']:.3f} at epoch {best['epoch']}")
+        print(f"the targets' AUROC for the wrong labels: {', '.join(at)}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -334,7 +344,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if rule == "cleanlab":
         cleanlab_filter()  # missing: say so before a run is read or restored
     with lock(args.run_dir, create=False):  # not while another process resumes or rewrites the run
-        evidence = read_run_evidence(args.run_dir, device=args.device)
+        evidence = read_run_evidence(args.run_dir, device=args.device, targets=args.targets)
         table = detect_label_issues(args.run_dir, score=args.score, rule=rule, threshold=threshold,
                                     filter_by=filter_by, evidence=evidence)
         report = label_issue_report(evidence, table)
@@ -345,13 +355,17 @@ def cmd_detect(args: argparse.Namespace) -> int:
     n, flagged, src = len(table["index"]), report["flagged"], report["sources"]
     where = [f"ELR targets for {src['targets']}"]
     if src["held_out_model"]:
-        where.append(f"the {'' if report['from_checkpoint'] else 'final '}model's held-out predictions for "
+        whose = "selected epoch's " if report["selected"] else "" if report["from_checkpoint"] else "final "
+        where.append(f"the {whose}model's held-out predictions for "
                      f"{src['held_out_model']}")
     if src["unreadable"]:
         where.append(f"no verdict for {src['unreadable']} unreadable images")
     print(f"{n} training labels of {args.run_dir}: " + ", ".join(where))
     epochs = report["epochs"] or "?"
-    if report["from_checkpoint"] and not report["finished"]:
+    if report["selected"]:
+        print(f"scored from the targets of epoch {report['epoch']} of {epochs}, the epoch the noisy validation "
+              f"split selected{'' if report['finished'] else ' so far (the run is unfinished)'}")
+    elif report["from_checkpoint"] and not report["finished"]:
         print(f"scored from the checkpoint of epoch {report['epoch']} of {epochs} (the run is unfinished; "
               f"its targets file is written when it finishes)")
     elif report["from_checkpoint"]:
@@ -442,8 +456,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .detect import TARGET_CHOICES
     from .label_issues import CLEANLAB_FILTERS
-    from .rundir import LABEL_ISSUES_PLOT, SUMMARY
+    from .rundir import LABEL_ISSUES_PLOT, SUMMARY, TARGETS_SELECTED
 
     parser = argparse.ArgumentParser(prog="elr", description="Early-Learning Regularization for noisy labels.")
     parser.add_argument("--version", action="version", version=f"elr {__version__}")
@@ -508,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score", choices=("self_confidence", "normalized_margin"), default="self_confidence",
                    help="self_confidence: the probability of the given label (default); normalized_margin: "
                         "(that minus the largest other + 1) / 2")
+    p.add_argument("--targets", choices=TARGET_CHOICES, default="last",
+                   help="whose targets to score: the last epoch's (default) or those of the epoch the noisy "
+                        f"validation split selected ({TARGETS_SELECTED}; best when the targets memorize late)")
     p.add_argument("--no-plot", action="store_true", help=f"do not draw {LABEL_ISSUES_PLOT} (image data only)")
     p.add_argument("--device", help="where an unfinished run is restored to score it (default: the run's "
                                     "config.device); e.g. cpu for a run trained on a GPU")

@@ -91,6 +91,7 @@ class MonitorConfig:
     memorization: bool = True  # paper Figure 1 fractions (needs the true labels)
     subset: int | None = None  # measure on a fixed random subset of this many training examples
     gradient_terms: bool = False  # paper Figure 2 coefficients (ELR losses only)
+    detection: bool = True  # ELR: how well the targets find the wrong labels (det_* keys; needs the true labels)
 
 
 @dataclass

@@ -20,6 +20,8 @@ from .config import FILE_DATASETS, Config
 from .evidence import collect_evidence, example_files, missing_targets_reason, truth_known
 from .label_issues import TopKProbs, cleanlab_label_issues, detection_quality, issues_per_class, label_issue_table
 
+TARGET_CHOICES = ("last", "selected")  # whose rows elr detect scores: the last epoch's, or the validation-selected one's
+
 __all__ = ["RunEvidence", "read_run_evidence", "detect_label_issues", "label_issue_report", "suspect_images",
            "resume_command"]
 
@@ -48,6 +50,7 @@ class RunEvidence:
     from_checkpoint: bool
     finished: bool
     config: Config
+    selected: bool = False  # the rows of the validation-selected epoch (targets_selected.npz), not the last
 
     @property
     def num_classes(self) -> int:
@@ -59,11 +62,13 @@ class RunEvidence:
         return list(self.class_names) if len(self.class_names) == self.num_classes else None
 
 
-def read_run_evidence(run_dir: str | Path, *, device: str | None = None) -> RunEvidence:
+def read_run_evidence(run_dir: str | Path, *, device: str | None = None, targets: str = "last") -> RunEvidence:
     """The target rows of a run and what goes with them, from its targets file or its last checkpoint.
 
     ``device`` (restoring from a checkpoint only): where the held-out predictions run; the run's
-    config decides by default.
+    config decides by default. ``targets``: ``last`` (the last epoch's rows; an unfinished run's
+    from its checkpoint) or ``selected`` (``targets_selected.npz``: the rows of the epoch the noisy
+    validation split selected so far, finished or not).
 
     Raises
     ------
@@ -75,6 +80,8 @@ def read_run_evidence(run_dir: str | Path, *, device: str | None = None) -> RunE
     ImportError
         Restoring from a checkpoint needs what the run's data and model need (e.g. Pillow).
     """
+    if targets not in TARGET_CHOICES:
+        raise ValueError(f"targets must be one of {', '.join(TARGET_CHOICES)}; got {targets!r}")
     run_dir = Path(run_dir)
     st = rundir.status(run_dir)
     if st.state in (rundir.NEW, rundir.FOREIGN):
@@ -89,6 +96,8 @@ def read_run_evidence(run_dir: str | Path, *, device: str | None = None) -> RunE
     if why is not None:
         raise ValueError(f"{run_dir} {why}")
     names = (rundir.read_classes(run_dir) or {}).get("class_names") or []
+    if targets == "selected":
+        return _selected_evidence(run_dir, st, config, list(names))
     saved = rundir.read_targets(run_dir) if st.state != rundir.RESUMABLE else None
     if saved is not None:
         probs, sources = saved
@@ -114,8 +123,24 @@ def read_run_evidence(run_dir: str | Path, *, device: str | None = None) -> RunE
                        st.state != rundir.RESUMABLE, config)
 
 
+def _selected_evidence(run_dir: Path, st: rundir.RunStatus, config: Config, names: list[str]) -> RunEvidence:
+    chosen = rundir.read_selected_targets(run_dir)
+    if chosen is None:
+        why = ("it has no noisy validation split (data.val_fraction=0), so no epoch was selected"
+               if not config.data.val_fraction else
+               f"it has no {rundir.TARGETS_SELECTED} (a run trained before elr kept one)")
+        raise ValueError(f"{run_dir}: cannot use the selected epoch's targets: {why}; use --targets last")
+    given = rundir.read_noisy_labels(run_dir)
+    if len(given) != len(chosen.probs):
+        raise ValueError(f"{run_dir}: {rundir.TARGETS_SELECTED} has {len(chosen.probs)} rows but "
+                         f"{rundir.NOISY_LABELS} {len(given)} labels; the run directory was altered")
+    return RunEvidence(chosen.probs, chosen.sources, given, rundir.read_true_labels(run_dir),
+                       rundir.read_examples(run_dir), names, chosen.epoch, st.epochs, False,
+                       st.state == rundir.FINISHED, config, selected=True)
+
+
 def detect_label_issues(run_dir: str | Path, *, score: str = "self_confidence", rule: str = "argmax",
-                        threshold: float = 0.5, filter_by: str = "prune_by_noise_rate",
+                        threshold: float = 0.5, filter_by: str = "prune_by_noise_rate", targets: str = "last",
                         evidence: RunEvidence | None = None) -> dict[str, np.ndarray]:
     """Every training example's verdict from an ELR or ELR+ run, most likely wrong first.
 
@@ -132,6 +157,9 @@ def detect_label_issues(run_dir: str | Path, *, score: str = "self_confidence", 
         ``cleanlab.filter.find_label_issues(filter_by=filter_by)`` finds in the rows (needs cleanlab).
     threshold : float in (0, 1]
     filter_by : one of elr.label_issues.CLEANLAB_FILTERS
+    targets : {"last", "selected"}
+        Score the last epoch's rows, or those of the epoch the noisy validation split selected
+        (``targets_selected.npz``; see :func:`read_run_evidence`).
     evidence : RunEvidence, optional
         What :func:`read_run_evidence` returned for ``run_dir``, to score a run several ways
         without reading (or restoring) it again.
@@ -155,7 +183,7 @@ def detect_label_issues(run_dir: str | Path, *, score: str = "self_confidence", 
     FileNotFoundError
         ``run_dir`` is not a run directory.
     """
-    ev = evidence if evidence is not None else read_run_evidence(run_dir)
+    ev = evidence if evidence is not None else read_run_evidence(run_dir, targets=targets)
     readable = ev.sources != _UNREADABLE
     if rule == "cleanlab":  # cleanlab sees the readable rows only (an unreadable image has a stand-in row)
         table = label_issue_table(ev.given, ev.probs, method=score, filter_by=filter_by)  # checks and ranks
@@ -197,7 +225,7 @@ def label_issue_report(evidence: RunEvidence, table: dict[str, np.ndarray]) -> d
         ``per_class``: one dict per class (``label``, ``name`` or None, ``examples``, ``flagged``);
         ``sources``: examples per source; ``flagged``; ``quality``: :func:`elr.detection_quality`
         against the clean labels (readable examples only), or None when they are unknown;
-        ``epoch``, ``epochs``, ``from_checkpoint`` and ``finished`` of the evidence.
+        ``epoch``, ``epochs``, ``from_checkpoint``, ``finished`` and ``selected`` of the evidence.
     """
     num_classes = evidence.num_classes
     names = evidence.names
@@ -213,7 +241,7 @@ def label_issue_report(evidence: RunEvidence, table: dict[str, np.ndarray]) -> d
                                     (table["given_label"] != table["true_label"])[readable])
     return {"per_class": per_class, "sources": sources, "flagged": int(table["is_issue"].sum()), "quality": quality,
             "epoch": evidence.epoch, "epochs": evidence.epochs, "from_checkpoint": evidence.from_checkpoint,
-            "finished": evidence.finished}
+            "finished": evidence.finished, "selected": evidence.selected}
 
 
 def resume_command(run_dir: str | Path) -> str:

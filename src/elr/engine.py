@@ -7,7 +7,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import Tensor
@@ -17,7 +17,7 @@ from .checkpoint import capture_rng_state, restore_rng_state
 from .config import MonitorConfig, OptimConfig
 from .data import InMemoryDataset
 from .losses import DivergedError, ELRLoss
-from .monitor import gradient_terms, memorization_fractions
+from .monitor import gradient_terms, memorization_fractions, target_detection
 from .schedules import learning_rate
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,9 @@ class Engine:
         ``optim.batch_size`` and the training loss and accuracy are summed over the ranks.
         Evaluation runs the whole test set on every rank (the models are identical), so each
         example is counted once and no reduction is needed. Give ``run_dir`` on rank 0 only.
+    on_epoch_end : callable, optional
+        Called as ``on_epoch_end(engine, record)`` after each epoch's record joins the history and
+        before its checkpoint is written (a run keeps its selected epoch's targets this way).
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class Engine:
         checkpoint_meta: dict[str, Any] | None = None,
         progress: Progress | None = None,
         distributed: Any = None,
+        on_epoch_end: Callable[[Engine, dict[str, Any]], None] | None = None,
     ) -> None:
         self.method = method
         self.distributed = distributed
@@ -135,6 +139,7 @@ class Engine:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.checkpoint_meta = checkpoint_meta or {}
         self.progress = progress
+        self.on_epoch_end = on_epoch_end
         self.generator = torch.Generator().manual_seed(seed)
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
@@ -176,6 +181,8 @@ class Engine:
         record = self._train_one_epoch()
         self.epoch += 1
         self.history.append(record)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(self, record)
         if self.run_dir is not None:
             rundir.save_checkpoint(self.run_dir, self.state_dict())
             rundir.write_metrics(self.run_dir, self.history)
@@ -249,6 +256,10 @@ class Engine:
             if self.monitor.gradient_terms and loss is not None and type(loss).regularizer is ELRLoss.regularizer:
                 out.update(gradient_terms(logits, subset.labels, subset.true_labels, loss.target_rows(positions),
                                           lam=loss.lam, eps=loss.eps))
+        train = self.data.train
+        banks = getattr(self.method, "target_losses", [])
+        if self.monitor.detection and banks and train.true_labels is not None:  # from the banks: no forward pass
+            out.update({f"det_{k}": v for k, v in target_detection(banks, train.labels, train.true_labels).items()})
         return out
 
     def _datasets(self) -> list[Any]:
@@ -271,5 +282,5 @@ class Engine:
 
 
 def _brief(record: dict[str, Any]) -> str:
-    keys = ("train_loss", "test_acc", "val_acc", "mem_wrong_memorized")
+    keys = ("train_loss", "test_acc", "val_acc", "mem_wrong_memorized", "det_auroc")
     return " ".join(f"{k}={record[k]:.4f}" for k in keys if record.get(k) is not None)

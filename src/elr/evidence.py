@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -40,8 +40,8 @@ from .label_issues import BLOCK_ENTRIES, TopKProbs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Evidence", "missing_targets_reason", "save_label_evidence", "collect_evidence", "evidence_rows",
-           "example_files", "truth_known"]
+__all__ = ["Evidence", "missing_targets_reason", "save_label_evidence", "selected_targets_keeper", "collect_evidence",
+           "evidence_rows", "example_files", "truth_known"]
 
 _TARGETS, _HELD_OUT, _UNREADABLE = rundir.TARGET_SOURCE_NAMES
 
@@ -83,11 +83,46 @@ def save_label_evidence(run_dir: str | Path, config: Config, method: Any, prepar
     if not write:
         return
     rundir.write_targets(run_dir, evidence.probs, evidence.sources, networks=evidence.networks)
+    _write_label_context(run_dir, config, prepared)
+
+
+def _write_label_context(run_dir: str | Path, config: Config, prepared: Any) -> None:
+    """``true_labels.npy`` when known and, for image files, ``examples.csv``: what scores the rows."""
     if truth_known(config, prepared):
         rundir.write_true_labels(run_dir, prepared.true_labels)
     if config.data.dataset in FILE_DATASETS:
         files = example_files(prepared)
         rundir.write_examples(run_dir, files["path"].tolist(), files.get("line"))
+
+
+def selected_targets_keeper(config: Config, prepared: Any, run_dir: str | Path, *, write: bool = True
+                            ) -> Callable[[Any, dict[str, Any]], None] | None:
+    """An :class:`~elr.engine.Engine` ``on_epoch_end`` hook keeping ``targets_selected.npz``: the run's
+    rows (as at the end of training) of the epoch the noisy validation split selects.
+
+    Whenever an epoch's ``val_acc`` beats every earlier one (the earliest best wins, as in the
+    summary's ``selected``), its rows are written, before the epoch's checkpoint: a resumed run
+    rewrites them identically. Costs one held-out prediction of the validation split per improving
+    epoch. None when the run keeps no targets or has no validation split. Under torchrun every rank
+    calls it (the prediction runs on each) and only the one with ``write`` writes.
+    """
+    if missing_targets_reason(config) is not None or prepared.data.val is None or not len(prepared.val_indices):
+        return None
+    kept: list[bool] = []
+
+    def keep(engine: Any, record: dict[str, Any]) -> None:
+        val = record.get("val_acc")
+        if val is None or any(r.get("val_acc") is not None and r["val_acc"] >= val for r in engine.history[:-1]):
+            return
+        found = collect_evidence(config, engine.method, prepared, epoch=record["epoch"])
+        if not write:
+            return
+        if not kept:  # an unfinished run's selected rows are scored with them (once per session)
+            _write_label_context(run_dir, config, prepared)
+            kept.append(True)
+        rundir.write_selected_targets(run_dir, found.probs, found.sources, epoch=record["epoch"])
+
+    return keep
 
 
 def collect_evidence(config: Config, method: Any, prepared: Any, epoch: int | None = None) -> Evidence:

@@ -1,9 +1,14 @@
-"""Training-set measurements after each epoch: memorization fractions (paper Figure 1)."""
+"""Training-set measurements after each epoch: memorization fractions (paper Figure 1), gradient terms
+(Figure 2) and how well the ELR targets find the wrong labels."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
+
+from .label_issues import BLOCK_ENTRIES, detection_quality
 
 
 def memorization_fractions(pred: Tensor, noisy: Tensor, true: Tensor) -> dict[str, float | None]:
@@ -85,3 +90,51 @@ def gradient_terms(
             out[f"grad_{group}_{term}_mean"] = float(chosen.mean()) if n else None
             out[f"grad_{group}_{term}_std"] = float(chosen.std(unbiased=False)) if n else None
     return out
+
+
+@torch.no_grad()
+def target_detection(banks: list[Any], noisy: Tensor, true: Tensor) -> dict[str, float | int | None]:
+    """How well the ELR targets find the wrong labels now, from the banks alone (no forward pass).
+
+    Each training example's row is its normalised target (ELR+ with two networks: the mean of the
+    two normalised rows, as ``targets.npy`` holds); its score is the row's probability of the given
+    label (``elr detect``'s default self-confidence) and it is flagged when another class has more
+    (the default argmax rule). Examples never trained on yet (no target mass) are left out.
+
+    Parameters
+    ----------
+    banks : list of ELR losses
+        Objects with ``num_classes`` and ``target_rows(index) -> (len(index), C)``.
+    noisy, true : Tensor, int64, shape (N,)
+        Given and true labels of the training examples, in the banks' order.
+
+    Returns
+    -------
+    dict
+        ``auroc``, ``average_precision``, ``precision``, ``recall`` (see
+        :func:`elr.detection_quality`; None when undefined), ``flagged`` and ``examples`` (rows with
+        targets); empty when no given label is wrong (nothing to find).
+    """
+    wrong_all = (noisy != true).cpu().numpy()
+    if not wrong_all.any():
+        return {}
+    step = max(1, BLOCK_ENTRIES // banks[0].num_classes)
+    scores, flags, kept = [], [], []
+    for block in torch.arange(len(noisy)).split(step):
+        rows, trained = None, None
+        for bank in banks:
+            r = bank.target_rows(block.to(next(bank.buffers()).device)).double()
+            mass = r.sum(dim=1, keepdim=True)
+            r = r / mass.clamp_min(torch.finfo(torch.float64).tiny)
+            rows = r if rows is None else rows + r
+            trained = mass[:, 0] > 0 if trained is None else trained & (mass[:, 0] > 0)
+        rows = rows / len(banks)
+        y = noisy[block].to(rows.device)
+        own = rows.gather(1, y[:, None])[:, 0]
+        scores.append(own.cpu())
+        flags.append((own < rows.max(dim=1).values).cpu())
+        kept.append(trained.cpu())
+    keep = torch.cat(kept).numpy()
+    wrong = wrong_all[keep]
+    q = detection_quality(torch.cat(scores).numpy()[keep], torch.cat(flags).numpy()[keep], wrong)
+    return {k: q[k] for k in ("auroc", "average_precision", "precision", "recall", "flagged", "examples")}

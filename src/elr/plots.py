@@ -49,6 +49,39 @@ def _draw_memorization(axes, history, label_prefix=""):
             ax.legend(fontsize=8, loc="best")
 
 
+_DETECTION_LINES = (("det_auroc", "AUROC", "tab:purple"), ("det_average_precision", "average precision", "tab:orange"),
+                    ("det_precision", "precision of the flags", "tab:red"), ("det_recall", "recall of the flags", "tab:green"))
+
+
+def _has_detection(history) -> bool:
+    return any(r.get("det_auroc") is not None for r in history)
+
+
+def _draw_detection(ax, history, title="wrong labels found by the targets"):
+    """How well the ELR targets rank and flag the wrong labels, per epoch (``det_*`` keys)."""
+    for key, label, colour in _DETECTION_LINES:
+        xs, ys = _series(history, key)
+        if xs:
+            ax.plot(xs, ys, label=label, color=colour)
+    best = max((r for r in history if r.get("det_auroc") is not None), key=lambda r: (r["det_auroc"], -r["epoch"]),
+               default=None)
+    if best is not None:
+        ax.axvline(best["epoch"], color="tab:purple", linestyle=":", linewidth=1,
+                   label=f"best AUROC {best['det_auroc']:.3f} (epoch {best['epoch']})")
+    chosen = max((r for r in history if r.get("val_acc") is not None), key=lambda r: (r["val_acc"], -r["epoch"]),
+                 default=None)
+    if chosen is not None and chosen.get("det_auroc") is not None:  # what targets_selected.npz holds
+        ax.axvline(chosen["epoch"], color="gray", linestyle="--", linewidth=1,
+                   label=f"selected by validation: AUROC {chosen['det_auroc']:.3f} (epoch {chosen['epoch']})")
+    ax.set_title(title)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("%")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize=8, loc="best")
+
+
 def _draw_accuracy(ax, history, title):
     for key, label in (("train_acc", "train (noisy labels)"), ("val_acc", "validation (noisy labels)"),
                        ("test_acc", "test (clean labels)")):
@@ -123,9 +156,14 @@ def plot_training(history: list[dict], out_dir, *, title: str = "") -> list[Path
     fig.savefig(paths["accuracy"], dpi=110)
     plt.close(fig)
     written.append(paths["accuracy"])
-    if any(r.get("mem_clean_correct") is not None for r in history):
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-        _draw_memorization(axes, history)
+    memorization, detection = any(r.get("mem_clean_correct") is not None for r in history), _has_detection(history)
+    if memorization or detection:  # the detection panel beside the memorization curves it explains
+        panels = 2 * memorization + detection
+        fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), constrained_layout=True, squeeze=False)
+        if memorization:
+            _draw_memorization(axes[0][:2], history)
+        if detection:
+            _draw_detection(axes[0][-1], history)
         fig.suptitle(title)
         fig.savefig(paths["memorization"], dpi=110)
         plt.close(fig)

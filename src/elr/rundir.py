@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -86,7 +86,8 @@ METRICS = register("metrics.jsonl", "one JSON object per epoch")
 CHECKPOINT = register("checkpoint.pt", "everything needed to continue, written atomically every epoch")
 SUMMARY = register("summary.json", "last and selected results, best test accuracy, noise, versions")
 ACCURACY_PLOT = register("accuracy.png", "training, validation and test accuracy per epoch")
-MEMORIZATION_PLOT = register("memorization.png", "the memorization fractions per epoch (Figure 1)")
+MEMORIZATION_PLOT = register("memorization.png", "the memorization fractions per epoch (Figure 1) and, for ELR, how "
+                             "well the targets find the wrong labels")
 GRADIENT_PLOT = register("gradient_terms.png", "the gradient terms per epoch (Figure 2)")
 TRANSITION = register("transition.npy", "two-stage Forward: the estimated transition matrix")
 STAGE1 = register("stage1_ce", "two-stage Forward: the cross-entropy run that estimates T (a run directory)")
@@ -100,6 +101,10 @@ TARGETS_TOPK = register("targets_topk.npz", "loss.target_storage=topk: targets.n
                         "ELR+'s two networks as values_net1/indices_net1, values_net2/indices_net2")
 TARGET_SOURCES = register("target_sources.npy", "where each row of the targets comes from (uint8 codes of "
                           "TARGET_SOURCE_NAMES: targets, held_out_model, unreadable)")
+TARGETS_SELECTED = register("targets_selected.npz", "ELR and ELR+ with a validation split: targets.npy's rows at the "
+                            "epoch the noisy validation split selects (best val_acc so far), rewritten each time it "
+                            "improves: targets (float32 (N, C)) or values/indices/num_classes (top-k), sources "
+                            "(as target_sources.npy), epoch")
 TRUE_LABELS = register("true_labels.npy", "the clean labels when known (synthetic noise, CIFAR-N, a true_label column)")
 EXAMPLES = register("examples.csv", "image-file data: each training example's path (and list-file line)")
 LABEL_ISSUES = register("label_issues.csv", "`elr detect`: every training example's verdict, most likely wrong first")
@@ -683,10 +688,8 @@ def write_targets(run_dir: str | Path, probs: np.ndarray | TopKProbs, sources: n
     networks inside it). The combined rows go last: a run killed before has no targets file and is
     detected as a run without them.
     """
-    lookup = {name: code for code, name in enumerate(TARGET_SOURCE_NAMES)}
-    codes = np.array([lookup[name] for name in np.asarray(sources).tolist()], dtype=np.uint8)
     run_dir = Path(run_dir)
-    atomic_write_bytes(run_dir / TARGET_SOURCES, _npy_bytes(codes))
+    atomic_write_bytes(run_dir / TARGET_SOURCES, _npy_bytes(_source_codes(sources)))
     if isinstance(probs, TopKProbs):
         arrays = {"values": probs.values, "indices": probs.indices}
         for k, net in enumerate(networks, 1):
@@ -700,6 +703,52 @@ def write_targets(run_dir: str | Path, probs: np.ndarray | TopKProbs, sources: n
     for name, rows in zip((TARGETS_NET1, TARGETS_NET2), networks):
         atomic_write_bytes(run_dir / name, _npy_bytes(np.asarray(rows, dtype=np.float32)))
     atomic_write_bytes(run_dir / TARGETS, _npy_bytes(np.asarray(probs, dtype=np.float32)))
+
+
+class SelectedTargets(NamedTuple):
+    """The rows of ``targets_selected.npz``: as :func:`read_targets` returns, and their epoch."""
+
+    probs: np.ndarray | TopKProbs
+    sources: np.ndarray
+    epoch: int
+
+
+def write_selected_targets(run_dir: str | Path, probs: np.ndarray | TopKProbs, sources: np.ndarray, *,
+                           epoch: int) -> None:
+    """``targets_selected.npz``: the rows (dense float32, or a TopKProbs' values and indices), their
+    sources and their epoch in one file written atomically, so rows and epoch never disagree."""
+    arrays: dict[str, np.ndarray] = {"epoch": np.int64(epoch), "sources": _source_codes(sources)}
+    if isinstance(probs, TopKProbs):
+        arrays.update(values=np.asarray(probs.values, dtype=np.float32),
+                      indices=np.asarray(probs.indices, dtype=np.int32), num_classes=np.int64(probs.num_classes))
+    else:
+        arrays["targets"] = np.asarray(probs, dtype=np.float32)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(Path(run_dir) / TARGETS_SELECTED, buffer.getvalue())
+
+
+def read_selected_targets(run_dir: str | Path) -> SelectedTargets | None:
+    """The rows of the validation-selected epoch; None when the run has no ``targets_selected.npz``."""
+    path = Path(run_dir) / TARGETS_SELECTED
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            probs = (z["targets"] if "targets" in z.files
+                     else TopKProbs(z["values"], z["indices"], int(z["num_classes"])))
+            codes, epoch = z["sources"], int(z["epoch"])
+    except (KeyError, ValueError, OSError) as err:
+        raise ValueError(f"{run_dir}: {TARGETS_SELECTED} cannot be read ({err}); the run directory was altered") from None
+    if codes.shape != (probs.shape[0],) or (codes >= len(TARGET_SOURCE_NAMES)).any():
+        raise ValueError(f"{run_dir}: {TARGETS_SELECTED} holds {probs.shape[0]} rows but {codes.shape} sources; "
+                         f"the run directory was altered")
+    return SelectedTargets(probs, np.array(TARGET_SOURCE_NAMES)[codes], epoch)
+
+
+def _source_codes(sources: np.ndarray) -> np.ndarray:
+    lookup = {name: code for code, name in enumerate(TARGET_SOURCE_NAMES)}
+    return np.array([lookup[name] for name in np.asarray(sources).tolist()], dtype=np.uint8)
 
 
 def has_targets(run_dir: str | Path) -> bool:

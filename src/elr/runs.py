@@ -590,16 +590,15 @@ def _saved_transition(config: Config, run_dir: Path) -> np.ndarray | None:
 
 def _engine(config: Config, prepared: PreparedData, method: Standard | ELRPlus, run_dir: Path,
             progress: Progress | None, distributed: Distributed | None = None) -> Engine:
-    if distributed is not None:  # rank 0 alone writes checkpoints and metrics and shows progress
-        main = distributed.is_main
-        return Engine(method, prepared.data, optim=config.optim, monitor=config.monitor,
-                      eval_batch_size=config.eval_batch_size, seed=derived_seeds(config.seed)["train"],
-                      run_dir=run_dir if main else None, progress=progress if main else None,
-                      checkpoint_meta={**_meta(config, prepared), "world_size": distributed.world_size},
-                      distributed=distributed)
+    main = distributed is None or distributed.is_main  # rank 0 alone writes the run directory and shows progress
+    meta = _meta(config, prepared)
+    if distributed is not None:
+        meta["world_size"] = distributed.world_size
     return Engine(method, prepared.data, optim=config.optim, monitor=config.monitor,
                   eval_batch_size=config.eval_batch_size, seed=derived_seeds(config.seed)["train"],
-                  run_dir=run_dir, checkpoint_meta=_meta(config, prepared), progress=progress)
+                  run_dir=run_dir if main else None, progress=progress if main else None, checkpoint_meta=meta,
+                  distributed=distributed,
+                  on_epoch_end=evidence.selected_targets_keeper(config, prepared, run_dir, write=main))
 
 
 def _join_process_group(config: Config, device: str | None) -> Distributed | None:
@@ -654,15 +653,21 @@ def _estimate_report(config: Config, prepared: PreparedData, estimate: np.ndarra
     return report
 
 
+# how well the targets find the wrong labels (elr.monitor.target_detection), reported at the last and selected epoch
+DETECTION_KEYS = ("det_auroc", "det_average_precision", "det_precision", "det_recall", "det_flagged")
+
+
 def summarize(history: list[dict[str, Any]], config: Config, prepared: PreparedData) -> dict[str, Any]:
     """Final and validation-selected results of a finished run."""
     last = history[-1]
     extra = tuple(f"{name}_{k}" for name in prepared.data.extra_tests for k in ("acc", "top5"))
-    pick = ("test_acc", "test_top5", *extra, "val_acc", "mem_wrong_memorized", "mem_clean_correct")
+    pick = ("test_acc", "test_top5", *extra, "val_acc", "mem_wrong_memorized", "mem_clean_correct", *DETECTION_KEYS)
 
     def row(record: dict[str, Any]) -> dict[str, Any]:
         return {"epoch": record["epoch"], **{k: record[k] for k in pick if k in record}}
 
+    with_det = [r for r in history if r.get("det_auroc") is not None]
+    best_det = max(with_det, key=lambda r: (r["det_auroc"], -r["epoch"])) if with_det else None
     with_val = [r for r in history if r.get("val_acc") is not None]
     selected = None
     if with_val:
@@ -682,6 +687,7 @@ def summarize(history: list[dict[str, Any]], config: Config, prepared: PreparedD
         "last": row(last),
         "selected": selected,
         "best_test_acc": max(r["test_acc"] for r in history),
+        **({"best_det_auroc": {"epoch": best_det["epoch"], "auroc": best_det["det_auroc"]}} if best_det else {}),
         **({"skipped_images": sum(r.get("skipped_images", 0) for r in history)}  # decode_errors: skip
            if any("skipped_images" in r for r in history) else {}),
         "total_seconds": sum(r["seconds"] for r in history),
