@@ -60,7 +60,11 @@ NOISES = {  # overrides of the preset per noise; CIFAR-10 asymmetric: beta 0.9 (
     ("cifar10", "symmetric"): ["noise.type=symmetric", "noise.rate=0.4"],
     ("cifar10", "asymmetric"): ["noise.type=asymmetric", "noise.rate=0.4", "loss.beta=0.9"],
 }
-ROWS = ("ELR (1 run)", "ELR (1 run), selected epoch", "cleanlab on ELR targets", "cleanlab (5-fold CE)")
+ROWS = ("ELR (1 run)", "ELR (1 run), selected epoch", "cleanlab on ELR targets")  # then cleanlab (K-fold CE)
+
+
+def kfold_row(folds: int) -> str:
+    return f"cleanlab ({folds}-fold CE)"
 
 
 def setting_config(dataset: str, noise: str, seed: int, epochs: int | None) -> Config:
@@ -102,6 +106,7 @@ def elr_training(config: Config, run_dir: Path, cache: Path) -> dict[str, Any]:
                 "history": [{k: v for k, v in r.items() if k.startswith(("det_", "val_acc", "test_acc", "epoch"))}
                             for r in history]}
         _save(cache, meta=np.array(json.dumps(meta)), **arrays)
+        print(f"{cache.parent.name}: ELR run trained and cached", flush=True)
     return _load(cache)
 
 
@@ -129,6 +134,7 @@ def ce_fold(config: Config, everything: PreparedData, k: int, folds: int, cache:
         meta = {"train_seconds": sum(r["train_seconds"] for r in history),
                 "seconds": sum(r["seconds"] for r in history) + time.perf_counter() - start}
         _save(cache, held=held_idx.astype(np.int64), probs=probs.astype(np.float32), meta=np.array(json.dumps(meta)))
+        print(f"{cache.parent.name}: fold {k + 1}/{folds} trained and cached", flush=True)
     return _load(cache)
 
 
@@ -152,13 +158,11 @@ def run_setting(dataset: str, noise: str, seed: int, *, epochs: int | None, fold
     config = setting_config(dataset, noise, seed, epochs)
     if part in ("all", "elr"):
         elr_training(config, runs_root / name, cache_root / name / "elr.npz")
-        print(f"{name}: ELR run cached", flush=True)
-    if part in ("all", "folds"):
+    if part in ("all", "folds") and not all((cache_root / name / f"ce_fold{k}.npz").is_file() for k in range(folds)):
         whole = replace(config, data=replace(config.data, val_fraction=0.0))  # every label in noisy_labels order
         everything = prepare_data(whole)
         for k in range(folds):
             ce_fold(config, everything, k, folds, cache_root / name / f"ce_fold{k}.npz")
-            print(f"{name}: fold {k + 1}/{folds} cached", flush=True)
 
 
 # ---- the table ----------------------------------------------------------------------------------
@@ -207,7 +211,7 @@ def setting_rows(cache: Path, folds: int) -> dict[str, dict[str, Any]] | None:
         oos[fold["held"]] = fold["probs"]
         fold_s += fold["train_seconds"]
         fold_wall += fold["seconds"]
-    rows[ROWS[3]] = {**detection_quality(get_label_quality_scores(given, oos), find_label_issues(given, oos), wrong),
+    rows[kfold_row(folds)] = {**detection_quality(get_label_quality_scores(given, oos), find_label_issues(given, oos), wrong),
                      "trainings": folds, "training_s": fold_s, "with_evaluation_s": fold_wall}
     for row in rows.values():
         p, r = row["precision"] or 0.0, row["recall"] or 0.0
@@ -225,7 +229,7 @@ def markdown(results: dict[str, list[dict[str, dict[str, Any]]]]) -> str:
                   f"{per_seed[0][ROWS[0]]['examples']} labels wrong{' in seed 0' if n > 1 else ''})", "",
                   "| pipeline | trainings | AUROC | average precision | flagged | precision | recall | F1 "
                   "| training s | cost vs ELR |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for row in ROWS:
+        for row in [*ROWS, *(r for r in per_seed[0] if r not in ROWS)]:
             values = [s[row] for s in per_seed if row in s]
             if not values:
                 continue

@@ -1,0 +1,169 @@
+"""Detection quality per epoch (det_* keys, summary, plot) and the targets of the validation-selected epoch."""
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from elr import rundir
+from elr.cli import main
+from elr.detect import read_run_evidence
+from elr.label_issues import detection_quality, label_issue_table
+from elr.runs import resume, train
+
+from test_detect_runs import StopAfter
+from test_label_issues import digits_config
+
+EPOCHS, SELECTED = 8, 5  # digits_config's noisy validation split peaks at epoch 5 of 8 (constant lr)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("selected") / "run"
+    train(digits_config(optim__epochs=EPOCHS), out)
+    return out
+
+
+def test_each_epoch_records_detection_quality_from_the_bank(run):
+    history = rundir.read_metrics(run)
+    assert all(r["det_examples"] == 1294 for r in history)  # the training split; the 144 validation rows are not in the bank
+    aurocs = [r["det_auroc"] for r in history]
+    assert 0.5 < aurocs[0] < aurocs[-1] <= 1.0  # the targets learn which labels are wrong
+    # the last epoch's figures are those of targets.npy's target rows (the bank, normalised, as written)
+    targets, sources = rundir.read_targets(run)
+    given, true = rundir.read_noisy_labels(run), rundir.read_true_labels(run)
+    bank = sources == "targets"
+    y = given[bank]
+    score = targets[bank][np.arange(bank.sum()), y]
+    q = detection_quality(score, score < targets[bank].max(axis=1), y != true[bank])
+    last = history[-1]
+    for key in ("auroc", "average_precision", "precision", "recall"):
+        assert last[f"det_{key}"] == pytest.approx(q[key], abs=1e-4)  # float32 rounding of targets.npy
+    assert last["det_flagged"] == q["flagged"]
+
+
+def test_summary_reports_detection_at_last_and_selected_epoch(run):
+    summary = rundir.read_summary(run)
+    history = rundir.read_metrics(run)
+    assert summary["selected"]["epoch"] == SELECTED
+    for part, epoch in (("last", EPOCHS), ("selected", SELECTED)):
+        record = history[epoch - 1]
+        assert {k: summary[part][k] for k in summary[part] if k.startswith("det_")} == \
+            {k: record[k] for k in ("det_auroc", "det_average_precision", "det_precision", "det_recall", "det_flagged")}
+    best = max(history, key=lambda r: (r["det_auroc"], -r["epoch"]))
+    assert summary["best_det_auroc"] == {"epoch": best["epoch"], "auroc": best["det_auroc"]}
+
+
+def test_selected_targets_equal_a_run_stopped_at_that_epoch(run, tmp_path):
+    chosen = rundir.read_selected_targets(run)
+    assert chosen.epoch == SELECTED
+    # with a constant lr the first 5 epochs of the 8-epoch run are a 5-epoch run: its final rows
+    # (targets and the held-out validation predictions) are the selected epoch's, bit for bit
+    short = tmp_path / "short"
+    train(digits_config(optim__epochs=SELECTED), short)
+    targets, sources = rundir.read_targets(short)
+    np.testing.assert_array_equal(chosen.probs, targets)
+    np.testing.assert_array_equal(chosen.sources, sources)
+    assert not np.array_equal(rundir.read_targets(run)[0], targets)  # the last epoch's rows differ
+
+    evidence = read_run_evidence(run, targets="selected")
+    assert (evidence.epoch, evidence.selected, evidence.finished) == (SELECTED, True, True)
+    np.testing.assert_array_equal(evidence.given, rundir.read_noisy_labels(run))
+
+
+def test_detect_cli_scores_the_selected_epoch(run, capsys):
+    assert main(["detect", str(run), "--targets", "selected", "--top", "0", "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert f"scored from the targets of epoch {SELECTED} of {EPOCHS}, the epoch the noisy validation split selected" in out
+    assert "the selected epoch's model's held-out predictions for 144" in out
+    chosen = rundir.read_selected_targets(run)
+    expected = label_issue_table(rundir.read_noisy_labels(run), chosen.probs)
+    with open(run / "label_issues.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["index"]) for r in rows[:50]] == expected["index"][:50].tolist()
+    np.testing.assert_allclose([float(r["score"]) for r in rows], expected["score"], rtol=1e-5)  # 6 digits
+
+
+def test_resumed_run_keeps_the_same_selected_targets(run, tmp_path):
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        train(digits_config(optim__epochs=EPOCHS), out, progress=StopAfter(SELECTED + 1))
+    assert rundir.read_selected_targets(out).epoch == SELECTED  # written before the checkpoint of its epoch
+    unfinished = read_run_evidence(out, targets="selected")  # an unfinished run: scored with its truth
+    assert (unfinished.finished, unfinished.true is not None) == (False, True)
+    resume(out)
+    a, b = rundir.read_selected_targets(out), rundir.read_selected_targets(run)
+    assert a.epoch == b.epoch
+    np.testing.assert_array_equal(a.probs, b.probs)
+    def timeless(history):
+        return [{k: v for k, v in r.items() if "seconds" not in k} for r in history]
+
+    assert timeless(rundir.read_metrics(out)) == timeless(rundir.read_metrics(run))
+
+
+def test_without_a_validation_split_nothing_is_selected(tmp_path, capsys):
+    out = tmp_path / "noval"
+    train(digits_config(optim__epochs=2, data={"dataset": "digits", "val_fraction": 0.0}), out)
+    assert not (out / rundir.TARGETS_SELECTED).exists()
+    assert main(["detect", str(out), "--targets", "selected"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no noisy validation split (data.val_fraction=0)" in err[0] and "--targets last" in err[0]
+    with pytest.raises(ValueError, match="targets must be one of last, selected"):
+        read_run_evidence(out, targets="best")
+
+
+def test_detection_panel_without_memorization(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "nomem"
+    summary = train(digits_config(optim__epochs=2, monitor={"memorization": False}), out)
+    history = rundir.read_metrics(out)
+    assert "mem_wrong_memorized" not in history[-1] and history[-1]["det_auroc"] is not None
+    assert str(out / rundir.MEMORIZATION_PLOT) in summary["plots"]  # the detection panel alone
+
+
+def test_clean_labels_record_no_detection(tmp_path):
+    out = tmp_path / "clean"
+    train(digits_config(optim__epochs=1, noise={"type": "none", "rate": 0.0}), out)
+    assert not any(k.startswith("det_") for k in rundir.read_metrics(out)[0])
+    assert "best_det_auroc" not in rundir.read_summary(out)
+
+
+# ---- the benchmark against cleanlab's K-fold pipeline ------------------------------------------------
+
+
+def test_benchmark_digits_smoke(tmp_path, capsys):
+    pytest.importorskip("cleanlab")
+    pytest.importorskip("sklearn")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "label_issues.py"
+    spec = importlib.util.spec_from_file_location("label_issues_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--dataset", "digits", "--noise", "symmetric", "--seeds", "0", "--epochs", "3", "--folds", "2",
+            "--cache", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "rows.json")]
+    bench.main(args)
+    out = capsys.readouterr().out
+    assert "| pipeline | trainings | AUROC |" in out
+    for name in ("ELR (1 run)", "ELR (1 run), selected epoch", "cleanlab on ELR targets", "cleanlab (2-fold CE)"):
+        assert f"| {name}" in out
+    rows = json.loads((tmp_path / "rows.json").read_text())["digits, 40% symmetric, 3 epochs"][0]
+    # the cross-validated probabilities hold every label once: cleanlab's ranking from the cache equals
+    # an independent computation from the two folds' files
+    cache = tmp_path / "cache" / "digits-symmetric40-seed0-3epochs-2folds"
+    folds = [np.load(cache / f"ce_fold{k}.npz") for k in range(2)]
+    held = np.concatenate([f["held"] for f in folds])
+    assert np.array_equal(np.sort(held), np.arange(rows["ELR (1 run)"]["examples"]))
+    elr = np.load(cache / "elr.npz")
+    probs = np.zeros((len(held), 10))
+    for f in folds:
+        probs[f["held"]] = f["probs"]
+    given, true = elr["given"], elr["true"]
+    q = detection_quality(probs[np.arange(len(given)), given], np.zeros(len(given), bool), given != true)
+    assert rows["cleanlab (2-fold CE)"]["auroc"] == pytest.approx(q["auroc"], abs=1e-6)
+    assert rows["cleanlab (2-fold CE)"]["trainings"] == 2
+    assert rows["ELR (1 run)"]["auroc"] == pytest.approx(rows["cleanlab on ELR targets"]["auroc"])  # one ranking
+    bench.main(args)  # a second call trains nothing: the table comes from the cache
+    again = capsys.readouterr().out
+    assert "trained" not in again and again.count("| ELR (1 run) |") == 1
