@@ -12,7 +12,9 @@ On the same data, noise, model, optimiser and epochs, for every setting and seed
 - **cleanlab (5-fold CE)**: cleanlab's prescribed pipeline: out-of-sample predicted probabilities from
   K-fold cross-validation (stratified folds, K = 5: five trainings on 80% of the labels) of the same
   model trained with cross entropy, then ``cleanlab.rank.get_label_quality_scores`` (self-confidence)
-  for the ranking and ``find_label_issues`` for the flags.
+  for the ranking and ``find_label_issues`` for the flags; ``--ce-epochs N`` adds the same with
+  folds trained for N epochs only (stopped before cross entropy memorizes, a stop a user would
+  have to choose without clean labels).
 
 AUROC and average precision rank every training label (validation split included) against the true
 flips; precision / recall / F1 are of the flagged set. ``training s`` sums the per-epoch training
@@ -27,7 +29,7 @@ held-out probabilities, as compressed .npz), so an interrupted benchmark resumes
 table is rebuilt without training; the ELR run itself resumes from its run directory (``--runs``).
 Needs ``pip install cleanlab scikit-learn``.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/label_issues.py --dataset digits          # ~5 min on 1 core
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/label_issues.py --dataset digits --ce-epochs 15 5  # ~10 min, 1 core
     # CIFAR: 12 trainings of 5-15 min; two processes with one thread each, then the table from the cache
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/label_issues.py --dataset cifar10 --noise symmetric &
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/label_issues.py --dataset cifar10 --noise asymmetric &
@@ -152,31 +154,43 @@ def _load(path: Path) -> dict[str, Any]:
     return out
 
 
-def run_setting(dataset: str, noise: str, seed: int, *, epochs: int | None, folds: int, cache_root: Path,
-                runs_root: Path, part: str) -> None:
+def fold_files(cache: Path, folds: int, ce_epochs: int | None = None) -> list[Path]:
+    """The cache files of the K folds (``ce_epochs``: the shorter cross-entropy trainings)."""
+    return [cache / (f"ce{ce_epochs}epochs_fold{k}.npz" if ce_epochs else f"ce_fold{k}.npz") for k in range(folds)]
+
+
+def run_setting(dataset: str, noise: str, seed: int, *, epochs: int | None, folds: int, ce_epochs: list[int],
+                cache_root: Path, runs_root: Path, part: str) -> None:
     name = setting_name(dataset, noise, seed, epochs, folds)
     config = setting_config(dataset, noise, seed, epochs)
     if part in ("all", "elr"):
         elr_training(config, runs_root / name, cache_root / name / "elr.npz")
-    if part in ("all", "folds") and not all((cache_root / name / f"ce_fold{k}.npz").is_file() for k in range(folds)):
-        whole = replace(config, data=replace(config.data, val_fraction=0.0))  # every label in noisy_labels order
-        everything = prepare_data(whole)
-        for k in range(folds):
-            ce_fold(config, everything, k, folds, cache_root / name / f"ce_fold{k}.npz")
+    if part not in ("all", "folds"):
+        return
+    everything = None
+    for shorter in [None, *ce_epochs]:
+        files = fold_files(cache_root / name, folds, shorter)
+        if all(f.is_file() for f in files):
+            continue
+        if everything is None:  # every label in noisy_labels order, no validation split
+            everything = prepare_data(replace(config, data=replace(config.data, val_fraction=0.0)))
+        fold_config = config if shorter is None else replace(config, optim=replace(config.optim, epochs=shorter))
+        for k, path in enumerate(files):
+            ce_fold(fold_config, everything, k, folds, path)
 
 
 # ---- the table ----------------------------------------------------------------------------------
 
 
-def setting_rows(cache: Path, folds: int) -> dict[str, dict[str, Any]] | None:
-    """The four rows of one setting and seed from its cache; None while a training is missing."""
+def setting_rows(cache: Path, folds: int, ce_epochs: list[int] = ()) -> dict[str, dict[str, Any]] | None:
+    """The rows of one setting and seed from its cache; None while a training is missing."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    files = [cache / "elr.npz", *(cache / f"ce_fold{k}.npz" for k in range(folds))]
-    if not all(f.is_file() for f in files):
+    kfold = {None: fold_files(cache, folds), **{e: fold_files(cache, folds, e) for e in ce_epochs}}
+    if not all(f.is_file() for f in [cache / "elr.npz", *(f for fs in kfold.values() for f in fs)]):
         return None
-    elr = _load(files[0])
+    elr = _load(cache / "elr.npz")
     given, true = elr["given"], elr["true"]
     wrong = given != true
     rows: dict[str, dict[str, Any]] = {}
@@ -204,15 +218,17 @@ def setting_rows(cache: Path, folds: int) -> dict[str, dict[str, Any]] | None:
     probs = elr["targets"].astype(np.float64)
     rows[ROWS[2]] = {**detection_quality(get_label_quality_scores(given, probs), find_label_issues(given, probs),
                                          wrong), **cost}
-    oos = np.zeros((len(given), probs.shape[1]))
-    fold_s = fold_wall = 0.0
-    for f in files[1:]:
-        fold = _load(f)
-        oos[fold["held"]] = fold["probs"]
-        fold_s += fold["train_seconds"]
-        fold_wall += fold["seconds"]
-    rows[kfold_row(folds)] = {**detection_quality(get_label_quality_scores(given, oos), find_label_issues(given, oos), wrong),
-                     "trainings": folds, "training_s": fold_s, "with_evaluation_s": fold_wall}
+    for shorter, files in kfold.items():
+        oos = np.zeros((len(given), probs.shape[1]))  # every label's out-of-sample row
+        fold_s = fold_wall = 0.0
+        for f in files:
+            fold = _load(f)
+            oos[fold["held"]] = fold["probs"]
+            fold_s += fold["train_seconds"]
+            fold_wall += fold["seconds"]
+        name = kfold_row(folds) if shorter is None else f"cleanlab ({folds}-fold CE, {shorter} epochs)"
+        rows[name] = {**detection_quality(get_label_quality_scores(given, oos), find_label_issues(given, oos), wrong),
+                      "trainings": folds, "training_s": fold_s, "with_evaluation_s": fold_wall}
     for row in rows.values():
         p, r = row["precision"] or 0.0, row["recall"] or 0.0
         row["f1"] = 2 * p * r / (p + r) if p + r else 0.0
@@ -253,6 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 for digits, 0 for cifar10")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, help="override the presets' epochs (a quick look; cached apart)")
+    parser.add_argument("--ce-epochs", type=int, nargs="*", default=[],
+                        help="extra K-fold rows with the cross-entropy folds trained for these epochs (an earlier "
+                             "stop, before they memorize; a user would have to choose it without clean labels)")
     parser.add_argument("--part", choices=("all", "elr", "folds"), default="all",
                         help="train only the ELR runs or only the folds (to share the work between processes)")
     parser.add_argument("--table-only", action="store_true", help="train nothing: the table of what is cached")
@@ -271,10 +290,10 @@ def main(argv: list[str] | None = None) -> None:
     for noise in args.noise:
         for seed in seeds:
             if not args.table_only:
-                run_setting(args.dataset, noise, seed, epochs=args.epochs, folds=args.folds, cache_root=args.cache,
-                            runs_root=args.runs, part=args.part)
+                run_setting(args.dataset, noise, seed, epochs=args.epochs, folds=args.folds, ce_epochs=args.ce_epochs,
+                            cache_root=args.cache, runs_root=args.runs, part=args.part)
             name = setting_name(args.dataset, noise, seed, args.epochs, args.folds)
-            rows = setting_rows(args.cache / name, args.folds)
+            rows = setting_rows(args.cache / name, args.folds, args.ce_epochs)
             if rows is None:
                 missing.append(name)
                 continue

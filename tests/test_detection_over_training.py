@@ -142,7 +142,7 @@ def test_benchmark_digits_smoke(tmp_path, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     args = ["--dataset", "digits", "--noise", "symmetric", "--seeds", "0", "--epochs", "3", "--folds", "2",
-            "--cache", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "rows.json")]
+            "--ce-epochs", "1", "--cache", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "rows.json")]
     bench.main(args)
     out = capsys.readouterr().out
     assert "| pipeline | trainings | AUROC |" in out
@@ -162,7 +162,8 @@ def test_benchmark_digits_smoke(tmp_path, capsys):
     given, true = elr["given"], elr["true"]
     q = detection_quality(probs[np.arange(len(given)), given], np.zeros(len(given), bool), given != true)
     assert rows["cleanlab (2-fold CE)"]["auroc"] == pytest.approx(q["auroc"], abs=1e-6)
-    assert rows["cleanlab (2-fold CE)"]["trainings"] == 2
+    assert rows["cleanlab (2-fold CE)"]["trainings"] == rows["cleanlab (2-fold CE, 1 epochs)"]["trainings"] == 2
+    assert rows["cleanlab (2-fold CE, 1 epochs)"]["auroc"] != rows["cleanlab (2-fold CE)"]["auroc"]
     assert rows["ELR (1 run)"]["auroc"] == pytest.approx(rows["cleanlab on ELR targets"]["auroc"])  # one ranking
     bench.main(args)  # a second call trains nothing: the table comes from the cache
     again = capsys.readouterr().out
