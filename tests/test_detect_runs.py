@@ -7,7 +7,7 @@ import torch
 from elr import detect_label_issues, rundir
 from elr.cli import main
 from elr.detect import read_run_evidence
-from elr.label_issues import TopKProbs, label_issue_table, label_quality_scores
+from elr.label_issues import TopKProbs, detection_quality, label_issue_table, label_quality_scores
 from elr.runs import resume, restore_run, train
 
 from test_label_issues import digits_config
@@ -44,6 +44,20 @@ def held_out_rows(run):
     return np.asarray(prepared.val_indices)[index.numpy()], normalized(p.numpy())
 
 
+def assert_last_detection_is_of(run, dense):
+    """The last epoch's det_* figures are those of the dense rows ``dense`` on the run's target rows."""
+    sources = rundir.read_targets(run)[1]
+    bank = sources == "targets"
+    given, true = rundir.read_noisy_labels(run)[bank], rundir.read_true_labels(run)[bank]
+    rows = np.asarray(dense)[bank]
+    score = rows[np.arange(len(given)), given]
+    q = detection_quality(score, score < rows.max(axis=1), given != true)
+    last = rundir.read_metrics(run)[-1]
+    for key in ("auroc", "average_precision", "precision", "recall"):
+        assert last[f"det_{key}"] == pytest.approx(q[key], abs=1e-4), key  # float32 rounding of the saved rows
+    assert (last["det_flagged"], last["det_examples"]) == (q["flagged"], q["examples"])
+
+
 # ---- ELR+ ------------------------------------------------------------------------------------------
 
 
@@ -74,6 +88,7 @@ def test_elr_plus_saves_both_banks_and_their_mean(plus_run):
         np.testing.assert_allclose(rows[where], p, rtol=1e-5, atol=1e-7)
     assert np.flatnonzero(sources == "held_out_model").tolist() == sorted(val.tolist())
     assert [len(b) for b in rundir.read_network_targets(plus_run)] == [len(combined)] * 2
+    assert_last_detection_is_of(plus_run, combined)  # per epoch: the mean of the two banks, as targets.npy
 
     table = detect_label_issues(plus_run)
     noisy = rundir.read_noisy_labels(plus_run)
@@ -121,6 +136,7 @@ def test_topk_runs_keep_the_bank_entries_and_score_as_their_dense_rows(topk_run,
     np.put_along_axis(expected, top, np.take_along_axis(p, top, axis=1), axis=1)
     np.testing.assert_allclose(dense[where], normalized(expected), rtol=1e-6, atol=1e-7)
     assert set(sources[where]) == {"held_out_model"}
+    assert_last_detection_is_of(topk_run, dense)
 
     noisy = rundir.read_noisy_labels(topk_run)
     import elr.label_issues as li

@@ -14,7 +14,7 @@ from elr.detect import read_run_evidence
 from elr.label_issues import detection_quality, label_issue_table
 from elr.runs import resume, train
 
-from test_detect_runs import StopAfter
+from test_detect_runs import StopAfter, assert_last_detection_is_of
 from test_label_issues import digits_config
 
 EPOCHS, SELECTED = 8, 5  # digits_config's noisy validation split peaks at epoch 5 of 8 (constant lr)
@@ -32,17 +32,7 @@ def test_each_epoch_records_detection_quality_from_the_bank(run):
     assert all(r["det_examples"] == 1294 for r in history)  # the training split; the 144 validation rows are not in the bank
     aurocs = [r["det_auroc"] for r in history]
     assert 0.5 < aurocs[0] < aurocs[-1] <= 1.0  # the targets learn which labels are wrong
-    # the last epoch's figures are those of targets.npy's target rows (the bank, normalised, as written)
-    targets, sources = rundir.read_targets(run)
-    given, true = rundir.read_noisy_labels(run), rundir.read_true_labels(run)
-    bank = sources == "targets"
-    y = given[bank]
-    score = targets[bank][np.arange(bank.sum()), y]
-    q = detection_quality(score, score < targets[bank].max(axis=1), y != true[bank])
-    last = history[-1]
-    for key in ("auroc", "average_precision", "precision", "recall"):
-        assert last[f"det_{key}"] == pytest.approx(q[key], abs=1e-4)  # float32 rounding of targets.npy
-    assert last["det_flagged"] == q["flagged"]
+    assert_last_detection_is_of(run, rundir.read_targets(run)[0])  # targets.npy's target rows, as written
 
 
 def test_summary_reports_detection_at_last_and_selected_epoch(run):
