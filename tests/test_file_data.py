@@ -395,6 +395,24 @@ def test_skip_policy_reports_the_count_in_metrics_and_summary(tmp_path):
     assert summary["skipped_images"] == 1 and read_metrics(tmp_path / "run")[0]["skipped_images"] == 1
 
 
+@pytest.mark.parametrize("broken, split", [("fox/2.png", "train"), ("dog/3.png", "val")])
+def test_skipped_images_with_the_monitor_and_selected_targets(tmp_path, broken, split):
+    # with ELR and known true labels the monitor reads the training files again and the selected epoch's
+    # targets predict the validation split again: an unreadable image is still reported once an epoch
+    root = image_folder(tmp_path / "data")
+    (root / "train" / broken).write_bytes(b"\x89PNG broken")
+    out = tmp_path / "run"
+    summary = train(small_run("image_folder", root, "data.decode_errors=skip", "optim.epochs=2", "loss.name=elr",
+                              "noise.type=symmetric", "noise.rate=0.3", "data.val_fraction=0.25"), out)
+    val = json.loads((out / "noise.json").read_text())["val_indices"]
+    paths = [line.split(",")[1] for line in (out / "examples.csv").read_text().splitlines()[1:]]
+    assert any(paths[i].endswith(broken) for i in val) == (split == "val")
+    records = read_metrics(out)
+    assert [r["skipped_images"] for r in records] == [1, 1] and summary["skipped_images"] == 2
+    trained = 8 if split == "train" else 9  # 9 training examples, less the unreadable one
+    assert [r["det_examples"] for r in records] == [trained, trained] and "mem_clean_correct" in records[0]
+
+
 @pytest.mark.parametrize("name", ["elr", "elr_plus"])
 def test_clothing1m_configs_train_on_the_fixture(tmp_path, name):
     root = clothing_tree(tmp_path / "c1m")

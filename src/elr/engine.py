@@ -69,6 +69,17 @@ def predict_all(method: Method, dataset: InMemoryDataset, batch_size: int) -> Te
 
 
 @torch.no_grad()
+def _predict_read(method: Method, dataset: Any, batch_size: int) -> tuple[Tensor, Tensor]:
+    """Logits of the examples the dataset yields and their positions in it (an image file data set
+    with ``decode_errors: skip`` leaves unreadable files out)."""
+    outs, where = [], []
+    for x, _, index in dataset.batches(batch_size, shuffle=False, train=False):
+        outs.append(method.predict(x))
+        where.append(index)
+    return torch.cat(outs), torch.cat(where).to(dataset.labels.device)
+
+
+@torch.no_grad()
 def evaluate(method: Method, dataset: InMemoryDataset, batch_size: int) -> dict[str, float]:
     """Top-1 (and top-5 when there are at least 5 classes) accuracy against the dataset's labels."""
     correct1 = correct5 = None
@@ -226,9 +237,13 @@ class Engine:
             "train_acc": float(correct) / max(seen, 1),
         }
         trained = time.perf_counter()
+        skips = getattr(train, "take_skipped", None)  # file data sets with decode_errors: skip
+        skipped = [skips()] if skips is not None else []
         record.update(self._evaluate())
-        skipped = [d.take_skipped() for d in self._datasets() if hasattr(d, "take_skipped")]
-        if skipped:  # file data sets with decode_errors: skip report what they left out
+        if skips is not None:
+            skips()  # the monitor read the training files again: each is reported once an epoch
+        skipped += [d.take_skipped() for d in self._datasets()[1:] if hasattr(d, "take_skipped")]
+        if skipped:  # what the epoch left out
             record["skipped_images"] = sum(skipped)
         end = time.perf_counter()
         record.update(seconds=end - start, train_seconds=trained - start, eval_seconds=end - trained)
@@ -248,13 +263,14 @@ class Engine:
             out.update({f"{name}_{k}": v for k, v in evaluate(self.method, dataset, self.eval_batch_size).items()})
         if self._monitor_set is not None:
             subset, positions = self._monitor_set
-            logits = predict_all(self.method, subset, self.eval_batch_size)
+            logits, read = _predict_read(self.method, subset, self.eval_batch_size)  # decode_errors: skip drops some
+            noisy, true = subset.labels[read], subset.true_labels[read]
             if self.monitor.memorization:
-                fractions = memorization_fractions(logits.argmax(dim=1), subset.labels, subset.true_labels)
+                fractions = memorization_fractions(logits.argmax(dim=1), noisy, true)
                 out.update({f"mem_{k}": v for k, v in fractions.items()})
             loss = getattr(self.method, "elr_loss", None)
             if self.monitor.gradient_terms and loss is not None and type(loss).regularizer is ELRLoss.regularizer:
-                out.update(gradient_terms(logits, subset.labels, subset.true_labels, loss.target_rows(positions),
+                out.update(gradient_terms(logits, noisy, true, loss.target_rows(positions[read]),
                                           lam=loss.lam, eps=loss.eps))
         train = self.data.train
         banks = getattr(self.method, "target_losses", [])

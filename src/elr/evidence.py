@@ -115,6 +115,9 @@ def selected_targets_keeper(config: Config, prepared: Any, run_dir: str | Path, 
         if val is None or any(r.get("val_acc") is not None and r["val_acc"] >= val for r in engine.history[:-1]):
             return
         found = collect_evidence(config, engine.method, prepared, epoch=record["epoch"])
+        for dataset in (prepared.data.train, prepared.data.val):  # its skips are not the next epoch's to report
+            if hasattr(dataset, "take_skipped"):
+                dataset.take_skipped()
         if not write:
             return
         if not kept:  # an unfinished run's selected rows are scored with them (once per session)
