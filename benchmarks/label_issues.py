@@ -206,12 +206,27 @@ def setting_rows(cache: Path, folds: int, ce_epochs: list[int] = ()) -> dict[str
         # where the held-out (validation) rows land: their share of the top |wrong| of the ranking
         top = table["index"][:int(wrong.sum())]
         out["held_out_share_of_top"] = float(held[top].mean())
+        score = table["score"][back]
         for part, mask in (("targets_rows", ~held), ("held_out_rows", held)):
-            q = detection_quality(table["score"][back][mask], table["is_issue"][back][mask], wrong[mask])
+            q = detection_quality(score[mask], table["is_issue"][back][mask], wrong[mask])
             out[f"auroc_{part}"] = q["auroc"]
+        # a diagnosis, not a product: each source's scores as their quantile within the source, so a
+        # sharper source cannot crowd the top of one ranking
+        within = np.empty(len(score))
+        for mask in (held, ~held):
+            if mask.any():
+                ranks = np.argsort(np.argsort(score[mask], kind="stable"), kind="stable")
+                within[mask] = (ranks + 0.5) / mask.sum()
+        q = detection_quality(within, table["is_issue"][back], wrong)
+        out["auroc_within_sources"], out["average_precision_within_sources"] = q["auroc"], q["average_precision"]
         return out
 
     rows[ROWS[0]] = {**ours(elr["targets"], elr["sources"]), **cost}
+    over_training = [r for r in elr["history"] if r.get("det_auroc") is not None]
+    if over_training:  # the bank's own figures per epoch (training rows only, no held-out rows)
+        best = max(over_training, key=lambda r: (r["det_auroc"], -r["epoch"]))
+        rows[ROWS[0]]["bank_auroc_by_epoch"] = [r["det_auroc"] for r in over_training]
+        rows[ROWS[0]]["bank_best"] = {"epoch": best["epoch"], "auroc": best["det_auroc"]}
     if "targets_selected" in elr:
         rows[ROWS[1]] = {**ours(elr["targets_selected"], elr["sources_selected"]), **cost,
                          "epoch": int(elr["selected_epoch"])}
@@ -308,7 +323,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\n{title}, seed {seed}: ELR's AUROC on its {elr['examples'] - elr['held_out_rows']} target rows "
                   f"{elr['auroc_targets_rows']:.3f}, on its {elr['held_out_rows']} held-out rows "
                   f"{elr['auroc_held_out_rows'] if elr['auroc_held_out_rows'] is None else round(elr['auroc_held_out_rows'], 3)}; "
-                  f"held-out rows are {elr['held_out_share_of_top']:.0%} of the top {elr['wrong']} suspects")
+                  f"held-out rows are {elr['held_out_share_of_top']:.0%} of the top {elr['wrong']} suspects; "
+                  f"ranked within sources: AUROC {elr['auroc_within_sources']:.3f}, "
+                  f"average precision {elr['average_precision_within_sources']:.3f}")
+            if "bank_best" in elr:
+                chosen = rows.get(ROWS[1], {}).get("epoch")
+                curve = elr["bank_auroc_by_epoch"]
+                print(f"  the bank's AUROC over training: best {elr['bank_best']['auroc']:.3f} at epoch "
+                      f"{elr['bank_best']['epoch']}, " + (f"selected epoch {chosen} {curve[chosen - 1]:.3f}, "
+                                                           if chosen else "") + f"last {curve[-1]:.3f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
