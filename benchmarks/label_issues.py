@@ -272,7 +272,7 @@ def markdown(results: dict[str, list[dict[str, dict[str, Any]]]]) -> str:
             label = row + (f" (epoch {values[0]['epoch']})" if "epoch" in values[0] and n == 1 else "")
             lines.append(f"| {label} | {values[0]['trainings']} | {cell('auroc', '.3f')} | "
                          f"{cell('average_precision', '.3f')} | {cell('flagged', '.0f')} | {cell('precision', '.3f')} "
-                         f"| {cell('recall', '.3f')} | {cell('f1', '.3f')} | {cell('training_s', '.0f')} | "
+                         f"| {cell('recall', '.3f')} | {cell('f1', '.3f')} | {cell('training_s', '.1f')} | "
                          f"{cell('cost_ratio', '.2f')}x |")
     return "\n".join(lines)
 
