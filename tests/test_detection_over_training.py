@@ -11,7 +11,7 @@ import pytest
 from elr import rundir
 from elr.cli import main
 from elr.detect import read_run_evidence
-from elr.label_issues import detection_quality, label_issue_table
+from elr.label_issues import TopKProbs, detection_quality, label_issue_table
 from elr.runs import resume, train
 
 from test_detect_runs import StopAfter, assert_last_detection_is_of
@@ -158,3 +158,21 @@ def test_benchmark_digits_smoke(tmp_path, capsys):
     bench.main(args)  # a second call trains nothing: the table comes from the cache
     again = capsys.readouterr().out
     assert "trained" not in again and again.count("| ELR (1 run) |") == 1
+
+
+def test_elr_plus_with_topk_storage_records_the_rows_it_writes(tmp_path):
+    # two top-k banks: their mean holds up to 2k classes, of which targets_topk.npz keeps k
+    out = tmp_path / "plus_topk"
+    train(digits_config(method="elr_plus", optim__epochs=3, loss__target_storage="topk", loss__target_k=2,
+                        elr_plus={"networks": 2, "weight_averaging": True, "mixup": True, "ema_decay": 0.9,
+                                  "ema_ramp_steps": 10, "lam_ramp_steps": 10}), out)
+    probs = rundir.read_targets(out)[0]
+    assert isinstance(probs, TopKProbs) and probs.values.shape[1] == 2
+    assert_last_detection_is_of(out, probs.dense())
+
+
+def test_monitor_detection_can_be_switched_off(tmp_path):
+    out = tmp_path / "off"
+    train(digits_config(optim__epochs=1, monitor={"memorization": True, "detection": False}), out)
+    record = rundir.read_metrics(out)[0]
+    assert "mem_wrong_memorized" in record and not any(k.startswith("det_") for k in record)

@@ -64,7 +64,9 @@ def test_gradient_terms_match_autograd_of_the_elr_loss():
 
 
 class Bank(nn.Module):
-    """A hand-made target bank: fixed rows, read through the one method target_detection uses."""
+    """A hand-made dense target bank: fixed rows, read as target_detection reads an ELR loss's."""
+
+    target_storage, target_k = "dense", None
 
     def __init__(self, rows):
         super().__init__()

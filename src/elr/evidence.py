@@ -37,6 +37,7 @@ from . import rundir
 from .config import FILE_DATASETS, Config
 from .data.cifar_n import CIFAR_N
 from .label_issues import BLOCK_ENTRIES, TopKProbs
+from .targets import mean_row, normalised_bank_rows, top_k_renormalised
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +174,12 @@ def evidence_rows(method: Any, train: Any, train_pos: np.ndarray, held_out: list
     step = max(1, BLOCK_ENTRIES // first.num_classes)
     untrained = []
     for block in torch.arange(len(train)).split(step):
-        rows = [bank.target_rows(block.to(next(bank.buffers()).device)).cpu().numpy() for bank in banks]
-        mass = [r.sum(axis=1, dtype=np.float64) for r in rows]
-        trained = np.logical_and.reduce([m > 0 for m in mass])  # targets start at zero: no mass, never trained
-        own = [r[trained] / m[trained, None] for r, m in zip(rows, mass)]
+        rows, trained = normalised_bank_rows(banks, block)
+        trained = trained.cpu().numpy()
         where = train_pos[block.numpy()[trained]]
-        sinks[0].put(where, own[0] if len(own) == 1 else (own[0] + own[1]) / 2.0)
-        for sink, rows_k in zip(sinks[1:], own):
-            sink.put(where, rows_k)
+        sinks[0].put(where, mean_row(rows)[torch.from_numpy(trained).to(rows[0].device)].cpu().numpy())
+        for sink, rows_k in zip(sinks[1:], rows):
+            sink.put(where, rows_k.cpu().numpy()[trained])
         sources[where] = _TARGETS
         untrained.append(block.numpy()[~trained])
     untrained = np.concatenate(untrained) if untrained else np.zeros(0, dtype=np.int64)
@@ -209,8 +208,8 @@ class _Rows:
         if self.k is None:
             self.dense[positions] = rows
             return
-        kept, where = torch.from_numpy(np.ascontiguousarray(rows)).topk(self.k, dim=1)  # largest first
-        self.values[positions] = (kept / kept.sum(dim=1, keepdim=True)).numpy()
+        kept, where = top_k_renormalised(torch.from_numpy(np.ascontiguousarray(rows)), self.k)
+        self.values[positions] = kept.numpy()
         self.indices[positions] = where.numpy()
 
     def result(self) -> np.ndarray | TopKProbs:

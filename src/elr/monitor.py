@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .label_issues import BLOCK_ENTRIES, detection_quality
+from .targets import mean_row, normalised_bank_rows, top_k_renormalised
 
 
 def memorization_fractions(pred: Tensor, noisy: Tensor, true: Tensor) -> dict[str, float | None]:
@@ -97,14 +98,16 @@ def target_detection(banks: list[Any], noisy: Tensor, true: Tensor) -> dict[str,
     """How well the ELR targets find the wrong labels now, from the banks alone (no forward pass).
 
     Each training example's row is its normalised target (ELR+ with two networks: the mean of the
-    two normalised rows, as ``targets.npy`` holds); its score is the row's probability of the given
+    two normalised rows; top-k storage: the k largest entries of that, renormalised), the row
+    ``targets.npy`` / ``targets_topk.npz`` holds for it; its score is the row's probability of the given
     label (``elr detect``'s default self-confidence) and it is flagged when another class has more
     (the default argmax rule). Examples never trained on yet (no target mass) are left out.
 
     Parameters
     ----------
     banks : list of ELR losses
-        Objects with ``num_classes`` and ``target_rows(index) -> (len(index), C)``.
+        Objects with ``num_classes``, ``target_storage``, ``target_k`` and
+        ``target_rows(index) -> (len(index), C)``.
     noisy, true : Tensor, int64, shape (N,)
         Given and true labels of the training examples, in the banks' order.
 
@@ -118,17 +121,16 @@ def target_detection(banks: list[Any], noisy: Tensor, true: Tensor) -> dict[str,
     wrong_all = (noisy != true).cpu().numpy()
     if not wrong_all.any():
         return {}
-    step = max(1, BLOCK_ENTRIES // banks[0].num_classes)
+    first = banks[0]
+    top_k = first.target_k if first.target_storage == "topk" and len(banks) > 1 else None  # one bank: k entries
+    step = max(1, BLOCK_ENTRIES // first.num_classes)
     scores, flags, kept = [], [], []
     for block in torch.arange(len(noisy)).split(step):
-        rows, trained = None, None
-        for bank in banks:
-            r = bank.target_rows(block.to(next(bank.buffers()).device)).double()
-            mass = r.sum(dim=1, keepdim=True)
-            r = r / mass.clamp_min(torch.finfo(torch.float64).tiny)
-            rows = r if rows is None else rows + r
-            trained = mass[:, 0] > 0 if trained is None else trained & (mass[:, 0] > 0)
-        rows = rows / len(banks)
+        normalised, trained = normalised_bank_rows(banks, block)
+        rows = mean_row(normalised)
+        if top_k is not None:  # ELR+ top-k: the mean's k largest entries, as targets_topk.npz keeps them
+            values, where = top_k_renormalised(rows, top_k)
+            rows = torch.zeros_like(rows).scatter_(1, where, values)
         y = noisy[block].to(rows.device)
         own = rows.gather(1, y[:, None])[:, 0]
         scores.append(own.cpu())

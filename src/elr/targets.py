@@ -61,3 +61,35 @@ def topk_update(values: Tensor, indices: Tensor, index: Tensor, probs: Tensor, b
     kept = kept * (mass / kept.sum(dim=1, keepdim=True).clamp_min(torch.finfo(kept.dtype).tiny))
     values[index] = kept.to(values.dtype)
     indices[index] = kept_idx.to(indices.dtype)
+
+
+# ---- a run's rows, read from its banks (elr.evidence writes them, elr.monitor scores them each epoch) ----
+
+
+@torch.no_grad()
+def normalised_bank_rows(banks: list, index: Tensor) -> tuple[list[Tensor], Tensor]:
+    """Each bank's rows ``index`` normalised to sum to one (float64, on the banks' device), and which
+    of them every bank has trained (target mass > 0: targets start at zero); untrained rows are zero.
+
+    ``banks`` are ELR losses (``target_rows(index)``): one, or ELR+'s two networks'.
+    """
+    rows, trained = [], None
+    for bank in banks:
+        r = bank.target_rows(index.to(next(bank.buffers()).device)).double()
+        mass = r.sum(dim=1, keepdim=True)
+        rows.append(r / mass.clamp_min(torch.finfo(torch.float64).tiny))
+        trained = mass[:, 0] > 0 if trained is None else trained & (mass[:, 0] > 0)
+    return rows, trained
+
+
+def mean_row(rows: list[Tensor]) -> Tensor:
+    """The run's row from its banks' normalised rows: their mean (ELR+: the running average of the
+    two networks' mean prediction; one bank: its row)."""
+    return rows[0] if len(rows) == 1 else sum(rows[1:], rows[0]) / len(rows)
+
+
+def top_k_renormalised(rows: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k largest entries of each row (largest first) rescaled to sum to one, and their classes:
+    what a top-k run keeps of a row (``targets_topk.npz``)."""
+    kept, where = rows.topk(k, dim=1)
+    return kept / kept.sum(dim=1, keepdim=True), where
