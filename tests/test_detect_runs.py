@@ -44,15 +44,16 @@ def held_out_rows(run):
     return np.asarray(prepared.val_indices)[index.numpy()], normalized(p.numpy())
 
 
-def assert_last_detection_is_of(run, dense):
-    """The last epoch's det_* figures are those of the dense rows ``dense`` on the run's target rows."""
-    sources = rundir.read_targets(run)[1]
+def assert_last_detection_is_of(run, dense, sources=None, epoch=None):
+    """The det_* figures of ``epoch`` (default: the last) are those of the dense rows ``dense`` on the
+    run's target rows (``sources``: default, targets.npy's)."""
+    sources = rundir.read_targets(run)[1] if sources is None else sources
     bank = sources == "targets"
     given, true = rundir.read_noisy_labels(run)[bank], rundir.read_true_labels(run)[bank]
     rows = np.asarray(dense)[bank]
     score = rows[np.arange(len(given)), given]
     q = detection_quality(score, score < rows.max(axis=1), given != true)
-    last = rundir.read_metrics(run)[-1]
+    last = rundir.read_metrics(run)[-1 if epoch is None else epoch - 1]
     for key in ("auroc", "average_precision", "precision", "recall"):
         assert last[f"det_{key}"] == pytest.approx(q[key], abs=1e-4), key  # float32 rounding of the saved rows
     assert (last["det_flagged"], last["det_examples"]) == (q["flagged"], q["examples"])

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elr import rundir
+from elr import detect_label_issues, evidence, rundir
 from elr.cli import main
 from elr.detect import read_run_evidence
 from elr.label_issues import TopKProbs, detection_quality, label_issue_table
 from elr.runs import resume, train
 
 from test_detect_runs import StopAfter, assert_last_detection_is_of
+from test_file_data import image_folder, small_run
 from test_label_issues import digits_config
 
 EPOCHS, SELECTED = 8, 5  # digits_config's noisy validation split peaks at epoch 5 of 8 (constant lr)
@@ -59,6 +60,7 @@ def test_selected_targets_equal_a_run_stopped_at_that_epoch(run, tmp_path):
     np.testing.assert_array_equal(chosen.sources, sources)
     assert not np.array_equal(rundir.read_targets(run)[0], targets)  # the last epoch's rows differ
 
+    assert_last_detection_is_of(run, chosen.probs, chosen.sources, epoch=SELECTED)  # its det_* figures
     evidence = read_run_evidence(run, targets="selected")
     assert (evidence.epoch, evidence.selected, evidence.finished) == (SELECTED, True, True)
     np.testing.assert_array_equal(evidence.given, rundir.read_noisy_labels(run))
@@ -84,6 +86,7 @@ def test_resumed_run_keeps_the_same_selected_targets(run, tmp_path):
     assert rundir.read_selected_targets(out).epoch == SELECTED  # written before the checkpoint of its epoch
     unfinished = read_run_evidence(out, targets="selected")  # an unfinished run: scored with its truth
     assert (unfinished.finished, unfinished.true is not None) == (False, True)
+    assert_last_detection_is_of(out, unfinished.probs, unfinished.sources, epoch=SELECTED)
     resume(out)
     a, b = rundir.read_selected_targets(out), rundir.read_selected_targets(run)
     assert a.epoch == b.epoch
@@ -94,15 +97,61 @@ def test_resumed_run_keeps_the_same_selected_targets(run, tmp_path):
     assert timeless(rundir.read_metrics(out)) == timeless(rundir.read_metrics(run))
 
 
+def test_a_kill_between_the_checkpoint_and_the_selected_targets_is_caught_up_on_resume(run, tmp_path, monkeypatch,
+                                                                                     capsys):
+    keep = evidence.SelectedTargetsKeeper._keep
+
+    def killed_at_the_selected_epoch(self, method, epoch):
+        if epoch == SELECTED:
+            raise KeyboardInterrupt  # the checkpoint of epoch 5 is written, its rows are not
+        keep(self, method, epoch)
+
+    out = tmp_path / "killed"
+    monkeypatch.setattr(evidence.SelectedTargetsKeeper, "_keep", killed_at_the_selected_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(digits_config(optim__epochs=EPOCHS), out)
+    monkeypatch.setattr(evidence.SelectedTargetsKeeper, "_keep", keep)
+    assert len(rundir.read_metrics(out)) == SELECTED and rundir.read_selected_targets(out).epoch < SELECTED
+    assert main(["detect", str(out), "--targets", "selected"]) == 2  # the file is behind: said, not used
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"selects epoch {SELECTED}" in err[0] and "elr train --resume" in err[0]
+    resume(out)
+    a, b = rundir.read_selected_targets(out), rundir.read_selected_targets(run)
+    assert a.epoch == b.epoch == SELECTED
+    np.testing.assert_array_equal(a.probs, b.probs)
+
+
+def test_untrained_examples_get_no_verdict_at_the_selected_epoch(tmp_path):
+    # a class-balanced draw of one batch of 4 an epoch leaves most of the training images without a
+    # target at the selected epoch: their rows are not predicted (no verdict), unlike at the end
+    root = image_folder(tmp_path / "data", train=8)
+    out = tmp_path / "draws"
+    train(small_run("image_folder", root, "optim.epochs=2", "loss.name=elr", "noise.type=symmetric", "noise.rate=0.4",
+                    "data.val_fraction=0.25", "data.batches_per_epoch=1"), out)
+    chosen = rundir.read_selected_targets(out)
+    untrained = chosen.sources == "untrained"
+    trained = rundir.read_metrics(out)[chosen.epoch - 1]["det_examples"]
+    n_train = len(chosen.sources) - len(rundir.read_noise(out)["val_indices"])
+    assert untrained.sum() == n_train - trained and 0 < trained <= 4 * chosen.epoch < n_train  # 4 drawn an epoch
+    np.testing.assert_allclose(chosen.probs[untrained], 1 / 3)  # uniform stand-ins
+    table = detect_label_issues(out, targets="selected")
+    no_verdict = table["source"] == "untrained"
+    assert no_verdict[-untrained.sum():].all() and not table["is_issue"][no_verdict].any()
+    assert np.isnan(table["score"][no_verdict]).all()
+    assert "untrained" not in set(rundir.read_targets(out)[1])  # the end of training predicts them
+
+
 def test_without_a_validation_split_nothing_is_selected(tmp_path, capsys):
     out = tmp_path / "noval"
     train(digits_config(optim__epochs=2, data={"dataset": "digits", "val_fraction": 0.0}), out)
     assert not (out / rundir.TARGETS_SELECTED).exists()
     assert main(["detect", str(out), "--targets", "selected"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no noisy validation split (data.val_fraction=0)" in err[0] and "--targets last" in err[0]
+    assert len(err) == 1 and "no validation set (data.val_fraction=0" in err[0] and "--targets last" in err[0]
     with pytest.raises(ValueError, match="targets must be one of last, selected"):
         read_run_evidence(out, targets="best")
+    with pytest.raises(ValueError, match="targets must be one of last, selected"):
+        detect_label_issues(out, targets="best")
 
 
 def test_detection_panel_without_memorization(tmp_path):

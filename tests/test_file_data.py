@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from elr import rundir
 from elr.config import Config, ConfigError
 from elr.data import (FileDataset, ImageTransform, balanced_quotas, read_clothing1m, read_image_folder,
                       read_label_files, read_webvision)
@@ -425,6 +426,11 @@ def test_clothing1m_configs_train_on_the_fixture(tmp_path, name):
     record = read_metrics(tmp_path / "run")[0]
     assert {"test_acc", "test_top5", "val_acc"} <= set(record) and not any(k.startswith("mem_") for k in record)
     assert summary["noise"]["realised_rate"] is None and summary["selected"]["epoch"] == 1
+    # its own validation set selects epoch 1: those rows are kept, examples no draw reached have no verdict
+    chosen = rundir.read_selected_targets(tmp_path / "run")
+    n = len(prepared.noisy_labels)
+    assert chosen.epoch == 1 and len(chosen.sources) == n and set(chosen.sources) == {"targets", "untrained"}
+    assert (chosen.sources == "targets").sum() <= 3 * 7 < n and not any(k.startswith("det_") for k in record)
 
 
 def test_webvision_reports_imagenet_top1_and_top5(tmp_path):

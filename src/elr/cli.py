@@ -360,6 +360,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
                      f"{src['held_out_model']}")
     if src["unreadable"]:
         where.append(f"no verdict for {src['unreadable']} unreadable images")
+    if src["untrained"]:
+        where.append(f"no verdict for {src['untrained']} examples no class-balanced draw had picked by then")
     print(f"{n} training labels of {args.run_dir}: " + ", ".join(where))
     epochs = report["epochs"] or "?"
     if report["selected"]:
@@ -377,7 +379,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
            "cleanlab": f"cleanlab.filter.find_label_issues, filter_by={filter_by}"}[rule]
     shown = f"cleanlab:{filter_by}" if rule == "cleanlab" else rule
     print(f"flagged {flagged} ({100 * flagged / max(n, 1):.1f}%) by --rule {shown} ({how})")
-    readable = n - src["unreadable"]
+    readable = n - src["unreadable"] - src["untrained"]
     if args.top and readable:
         print(f"\nmost likely wrong ({args.score}, lower is more suspect; flag: {shown} rule):")
         _print_suspects(table, min(args.top, readable))
@@ -402,10 +404,13 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def _suspects_picture(path: Path, evidence: Any, table: dict[str, Any], top: int) -> str | None:
     """Draw the top suspects at ``path``; return what to print about it (None: nothing to say)."""
+    import numpy as np
+
     from .detect import suspect_images
     from .plots import MAX_SUSPECT_PANELS, plot_suspects
+    from .rundir import NO_VERDICT_SOURCES
 
-    shown = min(top, MAX_SUSPECT_PANELS, int((table["source"] != "unreadable").sum()))
+    shown = min(top, MAX_SUSPECT_PANELS, int((~np.isin(table["source"], NO_VERDICT_SOURCES)).sum()))
     if shown == 0:
         return None
     try:

@@ -25,7 +25,7 @@ TARGET_CHOICES = ("last", "selected")  # whose rows elr detect scores: the last 
 __all__ = ["RunEvidence", "read_run_evidence", "detect_label_issues", "label_issue_report", "suspect_images",
            "resume_command"]
 
-_TARGETS, _HELD_OUT, _UNREADABLE = rundir.TARGET_SOURCE_NAMES
+_NO_VERDICT = rundir.NO_VERDICT_SOURCES
 
 
 @dataclass
@@ -125,11 +125,17 @@ def read_run_evidence(run_dir: str | Path, *, device: str | None = None, targets
 
 def _selected_evidence(run_dir: Path, st: rundir.RunStatus, config: Config, names: list[str]) -> RunEvidence:
     chosen = rundir.read_selected_targets(run_dir)
+    selected = rundir.selected_record(rundir.read_metrics(run_dir))
     if chosen is None:
-        why = ("it has no noisy validation split (data.val_fraction=0), so no epoch was selected"
-               if not config.data.val_fraction else
-               f"it has no {rundir.TARGETS_SELECTED} (a run trained before elr kept one)")
+        why = ("it has no validation set (data.val_fraction=0 and no validation file), so no epoch was selected"
+               if selected is None else f"it has no {rundir.TARGETS_SELECTED} (a run trained before elr kept one)")
         raise ValueError(f"{run_dir}: cannot use the selected epoch's targets: {why}; use --targets last")
+    if selected is None or selected["epoch"] != chosen.epoch:  # killed between its checkpoint and this file
+        again = (f"resume the run (`{resume_command(run_dir)}` writes it without training again)"
+                 if rundir.has_checkpoint(run_dir) else "train the run again")
+        raise ValueError(f"{run_dir}: {rundir.TARGETS_SELECTED} is of epoch {chosen.epoch} but the run's noisy "
+                         f"validation accuracy selects epoch {selected and selected['epoch']}; {again}, or use "
+                         f"--targets last")
     given = rundir.read_noisy_labels(run_dir)
     if len(given) != len(chosen.probs):
         raise ValueError(f"{run_dir}: {rundir.TARGETS_SELECTED} has {len(chosen.probs)} rows but "
@@ -168,12 +174,12 @@ def detect_label_issues(run_dir: str | Path, *, score: str = "self_confidence", 
     -------
     dict of np.ndarray, each of shape (N,), N = the training set (``noisy_labels.npy``)
         ``index`` (int64, position in ``noisy_labels.npy``), ``given_label``, ``suggested_label``
-        (int64), ``score`` (float64; NaN for an unreadable image), ``is_issue`` (bool), ``source``
-        (str: ``targets``, ``held_out_model`` or ``unreadable``), ``suggested_confidence`` (float64,
-        NaN for an unreadable image);
+        (int64), ``score`` (float64; NaN without a verdict), ``is_issue`` (bool), ``source``
+        (str: ``targets``, ``held_out_model``; without a verdict ``unreadable``, or with
+        ``targets="selected"`` ``untrained``), ``suggested_confidence`` (float64, NaN without a verdict);
         ``given_class`` and ``suggested_class`` (str) when the class names are known;
         ``true_label`` (int64) when the clean labels are known; ``path`` (str) and ``line`` (int64,
-        the 1-based line of a CSV list) for image files. Unreadable images come last, never flagged.
+        the 1-based line of a CSV list) for image files. Rows without a verdict come last, never flagged.
 
     Raises
     ------
@@ -184,8 +190,8 @@ def detect_label_issues(run_dir: str | Path, *, score: str = "self_confidence", 
         ``run_dir`` is not a run directory.
     """
     ev = evidence if evidence is not None else read_run_evidence(run_dir, targets=targets)
-    readable = ev.sources != _UNREADABLE
-    if rule == "cleanlab":  # cleanlab sees the readable rows only (an unreadable image has a stand-in row)
+    readable = ~np.isin(ev.sources, _NO_VERDICT)
+    if rule == "cleanlab":  # cleanlab sees the rows with a verdict only (the others are uniform stand-ins)
         table = label_issue_table(ev.given, ev.probs, method=score, filter_by=filter_by)  # checks and ranks
         rows = ev.probs.dense() if isinstance(ev.probs, TopKProbs) else np.asarray(ev.probs)
         flags = np.zeros(len(ev.given), dtype=bool)
@@ -194,13 +200,13 @@ def detect_label_issues(run_dir: str | Path, *, score: str = "self_confidence", 
     else:
         table = label_issue_table(ev.given, ev.probs, method=score, rule=rule, threshold=threshold)
     source = ev.sources[table["index"]]
-    unreadable = source == _UNREADABLE
-    if unreadable.any():  # a uniform stand-in row: no verdict, listed last
-        table["score"][unreadable] = np.nan
-        table["suggested_confidence"][unreadable] = np.nan
-        table["is_issue"][unreadable] = False
-        table["suggested_label"][unreadable] = table["given_label"][unreadable]
-        order = np.argsort(unreadable, kind="stable")
+    no_verdict = np.isin(source, _NO_VERDICT)
+    if no_verdict.any():  # a uniform stand-in row: no verdict, listed last
+        table["score"][no_verdict] = np.nan
+        table["suggested_confidence"][no_verdict] = np.nan
+        table["is_issue"][no_verdict] = False
+        table["suggested_label"][no_verdict] = table["given_label"][no_verdict]
+        order = np.argsort(no_verdict, kind="stable")
         table = {k: v[order] for k, v in table.items()}
         source = source[order]
     out = {k: table[k] for k in ("index", "given_label", "suggested_label", "score", "is_issue")}
@@ -236,7 +242,7 @@ def label_issue_report(evidence: RunEvidence, table: dict[str, np.ndarray]) -> d
     sources = {s: int((table["source"] == s).sum()) for s in rundir.TARGET_SOURCE_NAMES}
     quality = None
     if "true_label" in table:
-        readable = table["source"] != _UNREADABLE
+        readable = ~np.isin(table["source"], _NO_VERDICT)
         quality = detection_quality(table["score"][readable], table["is_issue"][readable],
                                     (table["given_label"] != table["true_label"])[readable])
     return {"per_class": per_class, "sources": sources, "flagged": int(table["is_issue"].sum()), "quality": quality,

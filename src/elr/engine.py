@@ -122,8 +122,8 @@ class Engine:
         Evaluation runs the whole test set on every rank (the models are identical), so each
         example is counted once and no reduction is needed. Give ``run_dir`` on rank 0 only.
     on_epoch_end : callable, optional
-        Called as ``on_epoch_end(engine, record)`` after each epoch's record joins the history and
-        before its checkpoint is written (a run keeps its selected epoch's targets this way).
+        Called as ``on_epoch_end(engine, record)`` after each epoch's checkpoint and metrics are
+        written (a run keeps its selected epoch's targets this way).
     """
 
     def __init__(
@@ -192,11 +192,11 @@ class Engine:
         record = self._train_one_epoch()
         self.epoch += 1
         self.history.append(record)
-        if self.on_epoch_end is not None:
-            self.on_epoch_end(self, record)
         if self.run_dir is not None:
             rundir.save_checkpoint(self.run_dir, self.state_dict())
             rundir.write_metrics(self.run_dir, self.history)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(self, record)
         log.info("epoch %d/%d %s", self.epoch, self.optim.epochs, _brief(record))
         if self.progress is not None:
             self.progress.epoch_end(record)

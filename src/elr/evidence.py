@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,10 +41,10 @@ from .targets import mean_row, normalised_bank_rows, top_k_renormalised
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Evidence", "missing_targets_reason", "save_label_evidence", "selected_targets_keeper", "collect_evidence",
+__all__ = ["Evidence", "missing_targets_reason", "save_label_evidence", "SelectedTargetsKeeper", "collect_evidence",
            "evidence_rows", "example_files", "truth_known"]
 
-_TARGETS, _HELD_OUT, _UNREADABLE = rundir.TARGET_SOURCE_NAMES
+_TARGETS, _HELD_OUT, _UNREADABLE, _UNTRAINED = rundir.TARGET_SOURCE_NAMES
 
 
 @dataclass
@@ -96,47 +96,69 @@ def _write_label_context(run_dir: str | Path, config: Config, prepared: Any) -> 
         rundir.write_examples(run_dir, files["path"].tolist(), files.get("line"))
 
 
-def selected_targets_keeper(config: Config, prepared: Any, run_dir: str | Path, *, write: bool = True
-                            ) -> Callable[[Any, dict[str, Any]], None] | None:
+class SelectedTargetsKeeper:
     """An :class:`~elr.engine.Engine` ``on_epoch_end`` hook keeping ``targets_selected.npz``: the run's
-    rows (as at the end of training) of the epoch the noisy validation split selects.
+    rows (as at the end of training) at the epoch the noisy validation accuracy selects.
 
-    Whenever an epoch's ``val_acc`` beats every earlier one (the earliest best wins, as in the
-    summary's ``selected``), its rows are written, before the epoch's checkpoint: a resumed run
-    rewrites them identically. Costs one held-out prediction of the validation split per improving
-    epoch. None when the run keeps no targets or has no validation split. Under torchrun every rank
-    calls it (the prediction runs on each) and only the one with ``write`` writes.
+    After each epoch's checkpoint, when that epoch is the selected one so far (the best ``val_acc``,
+    the earliest of equals, as the summary's ``selected``), its rows are written. A kill between the
+    checkpoint and this write leaves the file an improvement behind: the checkpoint then holds the
+    selected epoch itself, and :meth:`catch_up` (called on resume) writes its rows from it.
+
+    Costs one held-out prediction of the validation split per improving epoch. Training examples no
+    class-balanced draw (``data.batches_per_epoch``) has picked yet are not predicted (that could be
+    most of a large data set early on): their source is ``untrained``, no verdict. Under torchrun
+    every rank calls it (the prediction runs on each, keeping the ranks in step) and only the one
+    with ``write`` writes.
     """
-    if missing_targets_reason(config) is not None or prepared.data.val is None or not len(prepared.val_indices):
-        return None
-    kept: list[bool] = []
 
-    def keep(engine: Any, record: dict[str, Any]) -> None:
-        val = record.get("val_acc")
-        if val is None or any(r.get("val_acc") is not None and r["val_acc"] >= val for r in engine.history[:-1]):
-            return
-        found = collect_evidence(config, engine.method, prepared, epoch=record["epoch"])
-        for dataset in (prepared.data.train, prepared.data.val):  # its skips are not the next epoch's to report
+    def __init__(self, config: Config, prepared: Any, run_dir: str | Path, *, write: bool = True) -> None:
+        self.config, self.prepared, self.run_dir, self.write = config, prepared, Path(run_dir), write
+        self._context_written = False
+
+    @classmethod
+    def for_run(cls, config: Config, prepared: Any, run_dir: str | Path, *, write: bool = True
+                ) -> SelectedTargetsKeeper | None:
+        """The keeper of a run; None when it keeps no targets or has no validation set."""
+        val = prepared.data.val
+        if missing_targets_reason(config) is not None or val is None or len(val) == 0:
+            return None
+        return cls(config, prepared, run_dir, write=write)
+
+    def __call__(self, engine: Any, record: dict[str, Any]) -> None:
+        if rundir.selected_record(engine.history) is record:
+            self._keep(engine.method, record["epoch"])
+
+    def catch_up(self, engine: Any) -> None:
+        """On resume: the checkpoint's epoch is the selected one, whose rows a kill may have cut off."""
+        chosen = rundir.selected_record(engine.history)
+        if chosen is not None and chosen["epoch"] == engine.epoch:
+            self._keep(engine.method, engine.epoch)
+
+    def _keep(self, method: Any, epoch: int) -> None:
+        found = collect_evidence(self.config, method, self.prepared, epoch=epoch, predict_untrained=False)
+        data = self.prepared.data
+        for dataset in (data.train, data.val):  # what it could not read is not the next epoch's to report
             if hasattr(dataset, "take_skipped"):
                 dataset.take_skipped()
-        if not write:
+        if not self.write:
             return
-        if not kept:  # an unfinished run's selected rows are scored with them (once per session)
-            _write_label_context(run_dir, config, prepared)
-            kept.append(True)
-        rundir.write_selected_targets(run_dir, found.probs, found.sources, epoch=record["epoch"])
-
-    return keep
+        if not self._context_written:  # an unfinished run's selected rows are scored with them
+            _write_label_context(self.run_dir, self.config, self.prepared)
+            self._context_written = True
+        rundir.write_selected_targets(self.run_dir, found.probs, found.sources, epoch=epoch)
 
 
-def collect_evidence(config: Config, method: Any, prepared: Any, epoch: int | None = None) -> Evidence:
-    """Every training example's row from ``method`` (trained, or restored from a checkpoint)."""
+def collect_evidence(config: Config, method: Any, prepared: Any, epoch: int | None = None, *,
+                     predict_untrained: bool = True) -> Evidence:
+    """Every training example's row from ``method`` (trained, or restored from a checkpoint);
+    ``predict_untrained``: see :func:`evidence_rows`."""
     data = prepared.data
     n = len(prepared.noisy_labels)
     held_out = [(data.val, np.asarray(prepared.val_indices))] if len(prepared.val_indices) and data.val is not None \
         else []
     evidence = evidence_rows(method, data.train, _train_positions(n, prepared.val_indices), held_out, n=n,
-                             batch_size=config.eval_batch_size)
+                             batch_size=config.eval_batch_size, predict_untrained=predict_untrained)
     unreadable = int((evidence.sources == _UNREADABLE).sum())
     if unreadable:
         log.warning("%d training examples could not be read: no label verdict for them", unreadable)
@@ -149,13 +171,14 @@ def _train_positions(n: int, val_indices: np.ndarray) -> np.ndarray:
 
 
 def evidence_rows(method: Any, train: Any, train_pos: np.ndarray, held_out: list[tuple[Any, np.ndarray]], *,
-                  n: int, batch_size: int) -> Evidence:
+                  n: int, batch_size: int, predict_untrained: bool = True) -> Evidence:
     """One probability row per example: its normalised ELR target, else a held-out prediction of it.
 
     ``method`` is a trained ELR method (its ``target_losses`` hold the targets of ``train``, whose
     example ``k`` sits at position ``train_pos[k]`` of the ``n`` examples); ``held_out`` lists
     ``(dataset, positions)`` the model never trained on (a validation split). A training row
-    without target mass (never drawn) is predicted by the final model too.
+    without target mass (never drawn) is predicted by the final model too, or with
+    ``predict_untrained=False`` left uniform with the source ``untrained`` (no verdict).
 
     Returns an :class:`Evidence` with float64 rows (n, C), or TopKProbs for top-k storage, and the
     sources (object array of ``rundir.TARGET_SOURCE_NAMES``); a row no prediction reaches
@@ -183,8 +206,10 @@ def evidence_rows(method: Any, train: Any, train_pos: np.ndarray, held_out: list
         sources[where] = _TARGETS
         untrained.append(block.numpy()[~trained])
     untrained = np.concatenate(untrained) if untrained else np.zeros(0, dtype=np.int64)
-    if len(untrained):
+    if len(untrained) and predict_untrained:
         held_out = [(train.subset(untrained), train_pos[untrained]), *held_out]
+    elif len(untrained):
+        sources[train_pos[untrained]] = _UNTRAINED
     for dataset, positions in held_out:
         for got, p in _predict(method, dataset, batch_size, first.eps):
             for sink in sinks:

@@ -63,13 +63,13 @@ def _draw_detection(ax, history, title="wrong labels found by the targets"):
         xs, ys = _series(history, key)
         if xs:
             ax.plot(xs, ys, label=label, color=colour)
-    best = max((r for r in history if r.get("det_auroc") is not None), key=lambda r: (r["det_auroc"], -r["epoch"]),
-               default=None)
+    from .rundir import best_record, selected_record
+
+    best = best_record(history, "det_auroc")
     if best is not None:
         ax.axvline(best["epoch"], color="tab:purple", linestyle=":", linewidth=1,
                    label=f"best AUROC {best['det_auroc']:.3f} (epoch {best['epoch']})")
-    chosen = max((r for r in history if r.get("val_acc") is not None), key=lambda r: (r["val_acc"], -r["epoch"]),
-                 default=None)
+    chosen = selected_record(history)
     if chosen is not None and chosen.get("det_auroc") is not None:  # what targets_selected.npz holds
         ax.axvline(chosen["epoch"], color="gray", linestyle="--", linewidth=1,
                    label=f"selected by validation: AUROC {chosen['det_auroc']:.3f} (epoch {chosen['epoch']})")

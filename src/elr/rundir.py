@@ -32,6 +32,7 @@ import re
 import socket
 import sys
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,9 +101,9 @@ TARGETS_TOPK = register("targets_topk.npz", "loss.target_storage=topk: targets.n
                         "entries (values float32 (N, k), rows sum to 1; indices int32 (N, k); num_classes), "
                         "ELR+'s two networks as values_net1/indices_net1, values_net2/indices_net2")
 TARGET_SOURCES = register("target_sources.npy", "where each row of the targets comes from (uint8 codes of "
-                          "TARGET_SOURCE_NAMES: targets, held_out_model, unreadable)")
-TARGETS_SELECTED = register("targets_selected.npz", "ELR and ELR+ with a validation split: targets.npy's rows at the "
-                            "epoch the noisy validation split selects (best val_acc so far), rewritten each time it "
+                          "TARGET_SOURCE_NAMES: targets, held_out_model, unreadable, untrained)")
+TARGETS_SELECTED = register("targets_selected.npz", "ELR and ELR+ with a validation set: targets.npy's rows at the "
+                            "epoch the noisy validation accuracy selects (best val_acc so far), rewritten each time it "
                             "improves: targets (float32 (N, C)) or values/indices/num_classes (top-k), sources "
                             "(as target_sources.npy), epoch")
 TRUE_LABELS = register("true_labels.npy", "the clean labels when known (synthetic noise, CIFAR-N, a true_label column)")
@@ -112,8 +113,10 @@ LABEL_ISSUES_PLOT = register("label_issues.png", "`elr detect` on images: the to
 LOCK = register(".elr.lock", "while a process trains the run: its lock (holder's pid, host, start, command); removed "
                 "when it ends, harmless when left by a killed one", hidden=True)
 # the row sources of targets.npy, in code order: an ELR target; the final model's prediction of an
-# example it never trained on (the validation split, or never drawn); an image that could not be read
-TARGET_SOURCE_NAMES = ("targets", "held_out_model", "unreadable")
+# example it never trained on (the validation split, or never drawn); an image that could not be read;
+# (targets_selected.npz only) an example no class-balanced draw had picked by the selected epoch
+TARGET_SOURCE_NAMES = ("targets", "held_out_model", "unreadable", "untrained")
+NO_VERDICT_SOURCES = ("unreadable", "untrained")  # their rows are uniform stand-ins
 
 # the first line of every config.yaml written here: it tells a run's config from a user's own file
 _HEADER = "# elr "
@@ -738,12 +741,27 @@ def read_selected_targets(run_dir: str | Path) -> SelectedTargets | None:
             probs = (z["targets"] if "targets" in z.files
                      else TopKProbs(z["values"], z["indices"], int(z["num_classes"])))
             codes, epoch = z["sources"], int(z["epoch"])
-    except (KeyError, ValueError, OSError) as err:
-        raise ValueError(f"{run_dir}: {TARGETS_SELECTED} cannot be read ({err}); the run directory was altered") from None
-    if codes.shape != (probs.shape[0],) or (codes >= len(TARGET_SOURCE_NAMES)).any():
-        raise ValueError(f"{run_dir}: {TARGETS_SELECTED} holds {probs.shape[0]} rows but {codes.shape} sources; "
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{run_dir}: {TARGETS_SELECTED} cannot be read ({err or type(err).__name__}); the run "
+                         f"directory was altered") from None
+    if codes.shape != (probs.shape[0],):
+        raise ValueError(f"{run_dir}: {TARGETS_SELECTED} holds {probs.shape[0]} rows but {codes.shape[0]} sources; "
+                         f"the run directory was altered")
+    if (codes >= len(TARGET_SOURCE_NAMES)).any():
+        raise ValueError(f"{run_dir}: {TARGETS_SELECTED} holds source codes outside 0-{len(TARGET_SOURCE_NAMES) - 1}; "
                          f"the run directory was altered")
     return SelectedTargets(probs, np.array(TARGET_SOURCE_NAMES)[codes], epoch)
+
+
+def selected_record(history: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The epoch record the noisy validation accuracy selects: the best ``val_acc``, the earliest of
+    equals; None without a validation set. ``summary.json``'s ``selected`` and ``targets_selected.npz``."""
+    return best_record(history, "val_acc")
+
+
+def best_record(history: Sequence[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """The record with the largest ``key`` (the earliest of equals); None when no record has it."""
+    return max((r for r in history if r.get(key) is not None), key=lambda r: (r[key], -r["epoch"]), default=None)
 
 
 def _source_codes(sources: np.ndarray) -> np.ndarray:

@@ -534,6 +534,8 @@ def _resume_locked(config: Config, run_dir: Path, progress: Progress | None, dev
         attach_target_sync(method)
     engine = _engine(config, prepared, method, run_dir, progress, distributed)
     engine.load_state_dict(state)
+    if isinstance(engine.on_epoch_end, evidence.SelectedTargetsKeeper):
+        engine.on_epoch_end.catch_up(engine)
     return _finish(config, prepared, engine, run_dir, distributed is None or distributed.is_main)
 
 
@@ -598,7 +600,7 @@ def _engine(config: Config, prepared: PreparedData, method: Standard | ELRPlus, 
                   eval_batch_size=config.eval_batch_size, seed=derived_seeds(config.seed)["train"],
                   run_dir=run_dir if main else None, progress=progress if main else None, checkpoint_meta=meta,
                   distributed=distributed,
-                  on_epoch_end=evidence.selected_targets_keeper(config, prepared, run_dir, write=main))
+                  on_epoch_end=evidence.SelectedTargetsKeeper.for_run(config, prepared, run_dir, write=main))
 
 
 def _join_process_group(config: Config, device: str | None) -> Distributed | None:
@@ -666,13 +668,9 @@ def summarize(history: list[dict[str, Any]], config: Config, prepared: PreparedD
     def row(record: dict[str, Any]) -> dict[str, Any]:
         return {"epoch": record["epoch"], **{k: record[k] for k in pick if k in record}}
 
-    with_det = [r for r in history if r.get("det_auroc") is not None]
-    best_det = max(with_det, key=lambda r: (r["det_auroc"], -r["epoch"])) if with_det else None
-    with_val = [r for r in history if r.get("val_acc") is not None]
-    selected = None
-    if with_val:
-        best = max(with_val, key=lambda r: (r["val_acc"], -r["epoch"]))  # earliest epoch wins ties
-        selected = {"by": "val_acc (noisy validation split)", **row(best)}
+    best_det = rundir.best_record(history, "det_auroc")
+    chosen = rundir.selected_record(history)
+    selected = None if chosen is None else {"by": "val_acc (noisy validation split)", **row(chosen)}
     return {
         "method": config.method,
         "loss": config.loss.name,
