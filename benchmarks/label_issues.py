@@ -174,6 +174,9 @@ def run_setting(dataset: str, noise: str, seed: int, *, epochs: int | None, fold
             continue
         if everything is None:  # every label in noisy_labels order, no validation split
             everything = prepare_data(replace(config, data=replace(config.data, val_fraction=0.0)))
+            elr_cache = cache_root / name / "elr.npz"
+            if elr_cache.is_file() and not np.array_equal(_load(elr_cache)["given"], everything.noisy_labels):
+                raise RuntimeError(f"{name}: the folds' noisy labels are not the ELR run's; the data or noise changed")
         fold_config = config if shorter is None else replace(config, optim=replace(config.optim, epochs=shorter))
         for k, path in enumerate(files):
             ce_fold(fold_config, everything, k, folds, path)
@@ -225,7 +228,7 @@ def setting_rows(cache: Path, folds: int, ce_epochs: list[int] = ()) -> dict[str
     over_training = [r for r in elr["history"] if r.get("det_auroc") is not None]
     if over_training:  # the bank's own figures per epoch (training rows only, no held-out rows)
         best = max(over_training, key=lambda r: (r["det_auroc"], -r["epoch"]))
-        rows[ROWS[0]]["bank_auroc_by_epoch"] = [r["det_auroc"] for r in over_training]
+        rows[ROWS[0]]["bank_auroc_by_epoch"] = [(r["epoch"], r["det_auroc"]) for r in over_training]
         rows[ROWS[0]]["bank_best"] = {"epoch": best["epoch"], "auroc": best["det_auroc"]}
     if "targets_selected" in elr:
         rows[ROWS[1]] = {**ours(elr["targets_selected"], elr["sources_selected"]), **cost,
@@ -236,8 +239,10 @@ def setting_rows(cache: Path, folds: int, ce_epochs: list[int] = ()) -> dict[str
     for shorter, files in kfold.items():
         oos = np.zeros((len(given), probs.shape[1]))  # every label's out-of-sample row
         fold_s = fold_wall = 0.0
-        for f in files:
-            fold = _load(f)
+        folds_data = [_load(f) for f in files]
+        if not np.array_equal(np.sort(np.concatenate([f["held"] for f in folds_data])), np.arange(len(given))):
+            raise RuntimeError(f"{cache}: the folds do not hold out every label exactly once; delete their files")
+        for fold in folds_data:
             oos[fold["held"]] = fold["probs"]
             fold_s += fold["train_seconds"]
             fold_wall += fold["seconds"]
@@ -256,11 +261,14 @@ def markdown(results: dict[str, list[dict[str, dict[str, Any]]]]) -> str:
     lines = []
     for name, per_seed in results.items():
         n = len(per_seed)
-        lines += ["", f"**{name}** ({n} seed{'s' if n > 1 else ''}; {per_seed[0][ROWS[0]]['wrong']} of "
-                  f"{per_seed[0][ROWS[0]]['examples']} labels wrong{' in seed 0' if n > 1 else ''})", "",
+        seeds = ", ".join(str(s["seed"]) for s in per_seed)
+        first = per_seed[0][ROWS[0]]
+        where = f" in seed {per_seed[0]['seed']}" if n > 1 else ""
+        lines += ["", f"**{name}** (seed{'s' if n > 1 else ''} {seeds}; {first['wrong']} of {first['examples']} "
+                  f"labels wrong{where})", "",
                   "| pipeline | trainings | AUROC | average precision | flagged | precision | recall | F1 "
                   "| training s | cost vs ELR |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for row in [*ROWS, *(r for r in per_seed[0] if r not in ROWS)]:
+        for row in [*ROWS, *(r for r in per_seed[0] if r not in ROWS and r != "seed")]:
             values = [s[row] for s in per_seed if row in s]
             if not values:
                 continue
@@ -313,12 +321,13 @@ def main(argv: list[str] | None = None) -> None:
                 missing.append(name)
                 continue
             title = f"{args.dataset}, 40% {noise}" + (f", {args.epochs} epochs" if args.epochs else "")
-            results.setdefault(title, []).append(rows)
+            results.setdefault(title, []).append({"seed": seed, **rows})
     if missing:
         print(f"not finished yet: {', '.join(missing)}")
     print(markdown(results))
     for title, per_seed in results.items():
-        for seed, rows in zip(seeds, per_seed):
+        for rows in per_seed:
+            seed = rows["seed"]
             elr = rows[ROWS[0]]
             print(f"\n{title}, seed {seed}: ELR's AUROC on its {elr['examples'] - elr['held_out_rows']} target rows "
                   f"{elr['auroc_targets_rows']:.3f}, on its {elr['held_out_rows']} held-out rows "
@@ -328,10 +337,11 @@ def main(argv: list[str] | None = None) -> None:
                   f"average precision {elr['average_precision_within_sources']:.3f}")
             if "bank_best" in elr:
                 chosen = rows.get(ROWS[1], {}).get("epoch")
-                curve = elr["bank_auroc_by_epoch"]
+                curve = dict(elr["bank_auroc_by_epoch"])
                 print(f"  the bank's AUROC over training: best {elr['bank_best']['auroc']:.3f} at epoch "
-                      f"{elr['bank_best']['epoch']}, " + (f"selected epoch {chosen} {curve[chosen - 1]:.3f}, "
-                                                           if chosen else "") + f"last {curve[-1]:.3f}")
+                      f"{elr['bank_best']['epoch']}, " + (f"selected epoch {chosen} {curve[chosen]:.3f}, "
+                                                           if chosen in curve else "") +
+                      f"last {curve[max(curve)]:.3f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
