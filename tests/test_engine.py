@@ -212,6 +212,10 @@ def test_demo_elr_beats_ce_by_ten_points(tmp_path):
         assert main(["plot", str(tmp_path / "demo" / "ce"), str(tmp_path / "demo" / "elr"), "--out", str(out)]) == 0
         assert out.stat().st_size > 10_000 and (tmp_path / "fig" / "figure1_gradients.png").stat().st_size > 10_000
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        from PIL import Image  # four panels a row: the ELR run's targets found the wrong labels
+
+        assert Image.open(out).size == (2200, 836)
+        assert records[-1]["det_auroc"] > 0.9 and "det_auroc" not in read_metrics(tmp_path / "demo" / "ce")[-1]
 
 
 def _has_matplotlib():

@@ -194,7 +194,8 @@ def _load_runs(run_dirs) -> list[tuple[str, list[dict]]]:
 
 
 def plot_runs(run_dirs, path) -> Path:
-    """Figure 1 side by side: one row per run (clean-label panel, wrong-label panel, test accuracy).
+    """Figure 1 side by side: one row per run (clean-label panel, wrong-label panel, test accuracy,
+    and when a run recorded them, how well its ELR targets found the wrong labels).
 
     Parameters
     ----------
@@ -205,10 +206,19 @@ def plot_runs(run_dirs, path) -> Path:
     """
     plt = _pyplot()
     runs = _load_runs(run_dirs)
-    fig, axes = plt.subplots(len(runs), 3, figsize=(15, 3.8 * len(runs)), constrained_layout=True, squeeze=False)
+    detection = any(_has_detection(history) for _, history in runs)
+    columns = 3 + detection
+    fig, axes = plt.subplots(len(runs), columns, figsize=(5 * columns, 3.8 * len(runs)), constrained_layout=True,
+                             squeeze=False)
     for row, (title, history) in zip(axes, runs):
         _draw_memorization(row[:2], history, label_prefix=f"{title}\n")
         _draw_accuracy(row[2], history, f"{title}\naccuracy")
+        if not detection:
+            continue
+        _draw_detection(row[3], history, f"{title}\nwrong labels found by the targets")
+        if not _has_detection(history):  # cross entropy or a baseline keeps no targets
+            row[3].text(0.5, 0.5, "no ELR targets", ha="center", va="center", transform=row[3].transAxes,
+                        color="0.4")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
