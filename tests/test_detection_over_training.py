@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from elr import detect_label_issues, evidence, rundir
 from elr.cli import main
@@ -180,7 +181,9 @@ def test_benchmark_digits_smoke(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("label_issues_benchmark", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    args = ["--dataset", "digits", "--noise", "symmetric", "--seeds", "0", "--epochs", "3", "--folds", "2",
+    # the benchmark sets torch's thread count: keep this process's, which later tests compare runs against
+    args = ["--threads", str(torch.get_num_threads()),
+            "--dataset", "digits", "--noise", "symmetric", "--seeds", "0", "--epochs", "3", "--folds", "2",
             "--ce-epochs", "1", "--cache", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "rows.json")]
     bench.main(args)
     out = capsys.readouterr().out
