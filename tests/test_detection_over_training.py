@@ -3,6 +3,7 @@
 import csv
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,16 @@ def test_a_kill_between_the_checkpoint_and_the_selected_targets_is_caught_up_on_
     a, b = rundir.read_selected_targets(out), rundir.read_selected_targets(run)
     assert a.epoch == b.epoch == SELECTED
     np.testing.assert_array_equal(a.probs, b.probs)
+
+
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 truncated"])
+def test_a_damaged_selected_targets_file_is_one_line(run, tmp_path, capsys, damage):
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / rundir.TARGETS_SELECTED).write_bytes(damage)
+    assert main(["detect", str(copy), "--targets", "selected", "--no-plot"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "targets_selected.npz cannot be read" in err[0] and "altered" in err[0]
 
 
 def test_untrained_examples_get_no_verdict_at_the_selected_epoch(tmp_path):

@@ -3,7 +3,9 @@
 At the end of an ELR run (and from any checkpoint of one) every training example gets a probability
 row, in ``noisy_labels.npy`` order: its ELR target when it was trained on, otherwise the model's
 prediction of it (the noisy validation split, or an example a class-balanced draw never picked),
-which is a held-out prediction because the model never trained on it.
+which is a held-out prediction because the model never trained on it. The same rows are kept
+during training at the epoch the noisy validation accuracy selects (:class:`SelectedTargetsKeeper`,
+``targets_selected.npz``).
 
 - One network: the rows of its target bank.
 - ELR+ with two networks: each network's bank, and their **mean** as the run's rows. Network k's

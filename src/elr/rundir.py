@@ -745,7 +745,7 @@ def read_selected_targets(run_dir: str | Path) -> SelectedTargets | None:
         raise ValueError(f"{run_dir}: {TARGETS_SELECTED} cannot be read ({err or type(err).__name__}); the run "
                          f"directory was altered") from None
     if codes.shape != (probs.shape[0],):
-        raise ValueError(f"{run_dir}: {TARGETS_SELECTED} holds {probs.shape[0]} rows but {codes.shape[0]} sources; "
+        raise ValueError(f"{run_dir}: {TARGETS_SELECTED} holds {probs.shape[0]} rows but sources of shape {codes.shape}; "
                          f"the run directory was altered")
     if (codes >= len(TARGET_SOURCE_NAMES)).any():
         raise ValueError(f"{run_dir}: {TARGETS_SELECTED} holds source codes outside 0-{len(TARGET_SOURCE_NAMES) - 1}; "
