@@ -219,6 +219,7 @@ def plot_runs(run_dirs, path) -> Path:
         if not _has_detection(history):  # cross entropy or a baseline keeps no targets
             row[3].text(0.5, 0.5, "no ELR targets", ha="center", va="center", transform=row[3].transAxes,
                         color="0.4")
+            row[3].set_xlim(row[2].get_xlim())  # the epochs of its other panels
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
