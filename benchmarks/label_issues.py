@@ -222,6 +222,8 @@ def setting_rows(cache: Path, folds: int, ce_epochs: list[int] = ()) -> dict[str
         back = np.empty(len(given), dtype=np.int64)
         back[table["index"]] = np.arange(len(given))
         out = detection_quality(table["score"][back], table["is_issue"][back], wrong)
+        if np.isin(sources, rundir.NO_VERDICT_SOURCES).any():
+            raise RuntimeError("rows without a verdict (unreadable or untrained) are not scored by this benchmark")
         held = sources == "held_out_model"
         out["held_out_rows"] = int(held.sum())
         # where the held-out (validation) rows land: their share of the top |wrong| of the ranking

@@ -3,6 +3,7 @@
 import csv
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from test_file_data import image_folder, small_run
 from test_label_issues import digits_config
 
 EPOCHS, SELECTED = 8, 5  # digits_config's noisy validation split peaks at epoch 5 of 8 (constant lr)
+
+
+def timeless(history):
+    return [{k: v for k, v in r.items() if "seconds" not in k} for r in history]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +90,7 @@ def test_resumed_run_keeps_the_same_selected_targets(run, tmp_path):
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         train(digits_config(optim__epochs=EPOCHS), out, progress=StopAfter(SELECTED + 1))
-    assert rundir.read_selected_targets(out).epoch == SELECTED  # written before the checkpoint of its epoch
+    assert rundir.read_selected_targets(out).epoch == SELECTED  # written after its epoch, before the next
     unfinished = read_run_evidence(out, targets="selected")  # an unfinished run: scored with its truth
     assert (unfinished.finished, unfinished.true is not None) == (False, True)
     assert_last_detection_is_of(out, unfinished.probs, unfinished.sources, epoch=SELECTED)
@@ -93,9 +98,6 @@ def test_resumed_run_keeps_the_same_selected_targets(run, tmp_path):
     a, b = rundir.read_selected_targets(out), rundir.read_selected_targets(run)
     assert a.epoch == b.epoch
     np.testing.assert_array_equal(a.probs, b.probs)
-    def timeless(history):
-        return [{k: v for k, v in r.items() if "seconds" not in k} for r in history]
-
     assert timeless(rundir.read_metrics(out)) == timeless(rundir.read_metrics(run))
 
 
@@ -121,6 +123,9 @@ def test_a_kill_between_the_checkpoint_and_the_selected_targets_is_caught_up_on_
     a, b = rundir.read_selected_targets(out), rundir.read_selected_targets(run)
     assert a.epoch == b.epoch == SELECTED
     np.testing.assert_array_equal(a.probs, b.probs)
+    # the catch-up changed nothing the training goes on from: the whole run equals the uninterrupted one
+    assert timeless(rundir.read_metrics(out)) == timeless(rundir.read_metrics(run))
+    np.testing.assert_array_equal(rundir.read_targets(out)[0], rundir.read_targets(run)[0])
 
 
 @pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 truncated"])
@@ -133,7 +138,7 @@ def test_a_damaged_selected_targets_file_is_one_line(run, tmp_path, capsys, dama
     assert len(err) == 1 and "targets_selected.npz cannot be read" in err[0] and "altered" in err[0]
 
 
-def test_untrained_examples_get_no_verdict_at_the_selected_epoch(tmp_path):
+def test_untrained_examples_get_no_verdict_at_the_selected_epoch(tmp_path, capsys):
     # a class-balanced draw of one batch of 4 an epoch leaves most of the training images without a
     # target at the selected epoch: their rows are not predicted (no verdict), unlike at the end
     root = image_folder(tmp_path / "data", train=8)
@@ -146,6 +151,11 @@ def test_untrained_examples_get_no_verdict_at_the_selected_epoch(tmp_path):
     n_train = len(chosen.sources) - len(rundir.read_noise(out)["val_indices"])
     assert untrained.sum() == n_train - trained and 0 < trained <= 4 * chosen.epoch < n_train  # 4 drawn an epoch
     np.testing.assert_allclose(chosen.probs[untrained], 1 / 3)  # uniform stand-ins
+    assert main(["detect", str(out), "--targets", "selected", "--top", "0", "--no-plot"]) == 0
+    printed = capsys.readouterr().out
+    assert f"no verdict for {untrained.sum()} examples no class-balanced draw had picked by then" in printed
+    flagged = int(re.search(r"flagged (\d+) \(([\d.]+)%\)", printed).group(1))
+    assert f"flagged {flagged} ({100 * flagged / (~untrained).sum():.1f}%)" in printed  # of the rows with a verdict
     table = detect_label_issues(out, targets="selected")
     no_verdict = table["source"] == "untrained"
     assert no_verdict[-untrained.sum():].all() and not table["is_issue"][no_verdict].any()

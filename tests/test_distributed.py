@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from elr import rundir
 from elr.checkpoint import load_checkpoint
 from elr.config import Config
 from elr.distributed import first_occurrences, shard_positions
@@ -244,7 +245,7 @@ def test_elr_plus_two_processes_with_padding(tmp_path):
 
 def test_kill_and_resume_two_processes(tmp_path):
     raw = standard_config()
-    raw["data"]["train_size"] = 600
+    raw["data"].update(train_size=600, val_fraction=0.1)  # a validation split: each rank keeps the selected epoch
     raw["optim"].update(batch_size=8, epochs=12)
     cfg = tmp_path / "run.yaml"
     cfg.write_text(json.dumps(raw))  # JSON is YAML
@@ -275,6 +276,9 @@ def test_kill_and_resume_two_processes(tmp_path):
     kept = [json.loads(line) for line in before]
     assert after[: len(kept)] == kept  # the epochs before the kill are unchanged
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 12
+    chosen = rundir.read_selected_targets(run)  # rank 0 wrote the rows of the selected epoch, killed or not
+    assert chosen.epoch == rundir.selected_record(after)["epoch"] == rundir.read_summary(run)["selected"]["epoch"]
+    assert len(chosen.sources) == len(rundir.read_noisy_labels(run)) and set(chosen.sources) == {"targets", "held_out_model"}
 
 
 def test_a_held_run_directory_stops_every_rank_at_once(tmp_path):

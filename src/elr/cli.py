@@ -378,8 +378,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     how = {"argmax": "another class more probable than the label", "threshold": f"{args.score} < {threshold:g}",
            "cleanlab": f"cleanlab.filter.find_label_issues, filter_by={filter_by}"}[rule]
     shown = f"cleanlab:{filter_by}" if rule == "cleanlab" else rule
-    print(f"flagged {flagged} ({100 * flagged / max(n, 1):.1f}%) by --rule {shown} ({how})")
     readable = n - src["unreadable"] - src["untrained"]
+    print(f"flagged {flagged} ({100 * flagged / max(readable, 1):.1f}%) by --rule {shown} ({how})")
     if args.top and readable:
         print(f"\nmost likely wrong ({args.score}, lower is more suspect; flag: {shown} rule):")
         _print_suspects(table, min(args.top, readable))

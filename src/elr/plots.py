@@ -216,8 +216,8 @@ def plot_runs(run_dirs, path) -> Path:
         if not detection:
             continue
         _draw_detection(row[3], history, f"{title}\nwrong labels found by the targets")
-        if not _has_detection(history):  # cross entropy or a baseline keeps no targets
-            row[3].text(0.5, 0.5, "no ELR targets", ha="center", va="center", transform=row[3].transAxes,
+        if not _has_detection(history):  # no ELR targets, no true labels, or monitor.detection=false
+            row[3].text(0.5, 0.5, "no detection figures (det_*)", ha="center", va="center", transform=row[3].transAxes,
                         color="0.4")
             row[3].set_xlim(row[2].get_xlim())  # the epochs of its other panels
     fig.savefig(path, dpi=110)
