@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from elr import detection_quality, label_issue_table, rundir
+from elr import detection_quality, flag_label_issues, label_quality_scores, rundir
 from elr.config import Config, MonitorConfig
 from elr.engine import Engine, TrainData, predict_all
 from elr.runs import PreparedData, build_method, derived_seeds, prepare_data, resolve_runtime, resume, train
@@ -218,21 +218,18 @@ def setting_rows(cache: Path, folds: int, ce_epochs: list[int] = ()) -> dict[str
     cost = {"trainings": 1, "training_s": elr["train_seconds"], "with_evaluation_s": elr["seconds"]}
 
     def ours(targets: np.ndarray, sources: np.ndarray) -> dict[str, Any]:
-        table = label_issue_table(given, targets)  # elr detect's defaults: self-confidence, argmax
-        back = np.empty(len(given), dtype=np.int64)
-        back[table["index"]] = np.arange(len(given))
-        out = detection_quality(table["score"][back], table["is_issue"][back], wrong)
         if np.isin(sources, rundir.NO_VERDICT_SOURCES).any():
             raise RuntimeError("rows without a verdict (unreadable or untrained) are not scored by this benchmark")
+        score = label_quality_scores(given, targets)  # elr detect's defaults: self-confidence, argmax
+        flags = flag_label_issues(given, targets)
+        out = detection_quality(score, flags, wrong)
         held = sources == "held_out_model"
         out["held_out_rows"] = int(held.sum())
         # where the held-out (validation) rows land: their share of the top |wrong| of the ranking
-        top = table["index"][:int(wrong.sum())]
+        top = np.argsort(score, kind="stable")[:int(wrong.sum())]
         out["held_out_share_of_top"] = float(held[top].mean())
-        score = table["score"][back]
         for part, mask in (("targets_rows", ~held), ("held_out_rows", held)):
-            q = detection_quality(score[mask], table["is_issue"][back][mask], wrong[mask])
-            out[f"auroc_{part}"] = q["auroc"]
+            out[f"auroc_{part}"] = detection_quality(score[mask], flags[mask], wrong[mask])["auroc"]
         # a diagnosis, not a product: each source's scores as their quantile within the source, so a
         # sharper source cannot crowd the top of one ranking
         within = np.empty(len(score))
@@ -240,7 +237,7 @@ def setting_rows(cache: Path, folds: int, ce_epochs: list[int] = ()) -> dict[str
             if mask.any():
                 ranks = np.argsort(np.argsort(score[mask], kind="stable"), kind="stable")
                 within[mask] = (ranks + 0.5) / mask.sum()
-        q = detection_quality(within, table["is_issue"][back], wrong)
+        q = detection_quality(within, flags, wrong)
         out["auroc_within_sources"], out["average_precision_within_sources"] = q["auroc"], q["average_precision"]
         return out
 

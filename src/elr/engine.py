@@ -61,11 +61,9 @@ class TrainData:
     extra_tests: dict[str, Any] = field(default_factory=dict)  # reported as <name>_acc, <name>_top5 (WebVision: imagenet)
 
 
-@torch.no_grad()
 def predict_all(method: Method, dataset: InMemoryDataset, batch_size: int) -> Tensor:
     """Float32 logits for every example of ``dataset`` in order, shape (N, C)."""
-    outs = [method.predict(x) for x, _, _ in dataset.batches(batch_size, shuffle=False, train=False)]
-    return torch.cat(outs)
+    return _predict_read(method, dataset, batch_size)[0]
 
 
 @torch.no_grad()

@@ -199,12 +199,12 @@ def evidence_rows(method: Any, train: Any, train_pos: np.ndarray, held_out: list
     step = max(1, BLOCK_ENTRIES // first.num_classes)
     untrained = []
     for block in torch.arange(len(train)).split(step):
-        rows, trained = normalised_bank_rows(banks, block)
-        trained = trained.cpu().numpy()
+        rows, trained_rows = normalised_bank_rows(banks, block)
+        trained = trained_rows.cpu().numpy()
         where = train_pos[block.numpy()[trained]]
-        sinks[0].put(where, mean_row(rows)[torch.from_numpy(trained).to(rows[0].device)].cpu().numpy())
+        sinks[0].put(where, mean_row(rows)[trained_rows].cpu().numpy())
         for sink, rows_k in zip(sinks[1:], rows):
-            sink.put(where, rows_k.cpu().numpy()[trained])
+            sink.put(where, rows_k[trained_rows].cpu().numpy())
         sources[where] = _TARGETS
         untrained.append(block.numpy()[~trained])
     untrained = np.concatenate(untrained) if untrained else np.zeros(0, dtype=np.int64)
