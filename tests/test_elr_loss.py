@@ -156,3 +156,74 @@ def test_bad_batches_raise(logits, labels, index, match):
 def test_bad_target_probs_shape():
     with pytest.raises(ValueError, match="target_probs"):
         ELRLoss(10, 3)(torch.randn(2, 3), torch.tensor([0, 1]), torch.tensor([0, 1]), target_probs=torch.rand(2, 4))
+
+
+def test_targets_move_only_in_training_mode_with_autograd():
+    """A validation loss (no_grad, or eval()) reads the targets and leaves them; training moves them as Eq. 9."""
+    rng = np.random.default_rng(3)
+    n, c, lam, beta = 6, 4, 3.0, 0.7
+    crit = ELRLoss(n, c, lam=lam, beta=beta, reduction="none")
+    idx = np.array([1, 4, 5])
+    train_logits, val_logits = rng.normal(size=(3, c)), rng.normal(size=(3, c)) * 3
+    labels = np.array([0, 2, 3])
+    crit(torch.tensor(train_logits, dtype=torch.float32), torch.tensor(labels), torch.tensor(idx))
+    _, rows = np_elr_step(train_logits, labels, np.zeros((3, c)), lam, beta)
+    before = crit.targets.clone()
+    assert np.allclose(before[idx].numpy(), rows, atol=1e-6)
+
+    # the loss of a validation batch under no_grad: CE + lam * log(1 - <p, t>) with the stored t, unchanged
+    p = np.clip(np_softmax(val_logits), EPS, 1 - EPS)
+    logp = val_logits - val_logits.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    expected = -logp[np.arange(3), labels] + lam * np.log(1 - (p * rows).sum(axis=1))
+    with torch.no_grad():
+        got = crit(torch.tensor(val_logits, dtype=torch.float32), torch.tensor(labels), torch.tensor(idx))
+    assert torch.equal(crit.targets, before)
+    assert np.allclose(got.numpy(), expected, atol=1e-5)
+    crit.eval()  # eval mode with autograd on: the same
+    assert not crit.updates_targets
+    got = crit(torch.tensor(val_logits, dtype=torch.float32), torch.tensor(labels), torch.tensor(idx))
+    assert torch.equal(crit.targets, before) and np.allclose(got.detach().numpy(), expected, atol=1e-5)
+    crit.train()  # back to training: the rows move again, by Eq. 9 from where they were
+    crit(torch.tensor(val_logits, dtype=torch.float32), torch.tensor(labels), torch.tensor(idx))
+    _, rows2 = np_elr_step(val_logits, labels, rows, lam, beta)
+    assert np.allclose(crit.targets[idx].numpy(), rows2, atol=1e-6)
+
+
+def test_index_and_labels_as_lists_or_arrays_equal_tensors():
+    logits = torch.randn(3, 4)
+    a, b = ELRLoss(5, 4), ELRLoss(5, 4)
+    want = a(logits, torch.tensor([0, 1, 3]), torch.tensor([4, 0, 2]))
+    got = b(logits, [0, 1, 3], np.array([4, 0, 2], dtype=np.int32))
+    assert torch.equal(want, got) and torch.equal(a.targets, b.targets)
+
+
+@pytest.mark.parametrize("index, match", [
+    (np.array([0.0, 1.0]), "index must be a LongTensor of dataset positions .* got ndarray of dtype float64"),
+    ("01", "index must be a LongTensor of dataset positions .* got str"),
+])
+def test_index_that_is_not_integers_names_the_longtensor(index, match):
+    with pytest.raises(ValueError, match=match):
+        ELRLoss(5, 3)(torch.randn(2, 3), torch.tensor([0, 1]), index)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"lam": "3"}, "lam must be a finite number >= 0, got '3'"),
+    ({"beta": None}, "beta must lie in"),
+    ({"eps": [0.1]}, "eps must lie in"),
+])
+def test_constructor_refuses_values_of_the_wrong_type_with_a_valueerror(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ELRLoss(10, 3, **kwargs)
+
+
+def test_check_loss_params_uses_the_constructors_checks():
+    from elr.losses import check_loss_params
+
+    check_loss_params("elr", {"lam": 3.0, "beta": 0.7, "target_storage": "topk", "target_k": 50})
+    check_loss_params("forward", {"transition": "estimate"})  # forward's transition is the config's to check
+    for name, params, match in [("elr", {"lam": -3}, "lam must be"), ("gce", {"q": 2.0}, "q must"),
+                                ("elr", {"target_k": 0, "target_storage": "topk"}, "target_k"),
+                                ("sce", {"alpha": "x"}, "alpha")]:
+        with pytest.raises(ValueError, match=match):
+            check_loss_params(name, params)

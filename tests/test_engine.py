@@ -279,3 +279,26 @@ def test_pick_device_checks_this_machine():
         pick_device(beyond)
     with pytest.raises(ConfigError, match=f"device={beyond} was asked for"):
         resolve_runtime(Config(device=beyond))
+
+
+@pytest.mark.parametrize("method", ["standard", "elr_plus"])
+def test_evaluation_never_moves_the_targets(method):
+    """Evaluation (test, validation, memorization, gradient terms, detection) reads the banks only."""
+    from elr.engine import Engine
+    from elr.runs import build_method, derived_seeds, prepare_data, resolve_runtime
+
+    over = {"monitor": {"memorization": True, "gradient_terms": method == "standard", "detection": True},
+            "optim__epochs": 1}
+    if method == "elr_plus":
+        over.update(method="elr_plus", elr_plus={"mixup": False, "ema_ramp_steps": 0})
+    config = digits_config(**over)
+    prepared = prepare_data(config)
+    engine = Engine(build_method(config, prepared, resolve_runtime(config)), prepared.data, optim=config.optim,
+                    monitor=config.monitor, eval_batch_size=64, seed=derived_seeds(config.seed)["train"])
+    engine.fit()
+    banks = engine.method.target_losses
+    before = [bank.targets.clone() for bank in banks]
+    assert all(float(b.abs().sum()) > 0 for b in before)  # trained: the rows hold predictions
+    record = engine._evaluate()
+    assert record["det_auroc"] is not None and record["mem_wrong_memorized"] is not None
+    assert all(torch.equal(bank.targets, b) for bank, b in zip(banks, before))

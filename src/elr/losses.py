@@ -34,6 +34,17 @@ def _reduce(per_example: Tensor, reduction: str) -> Tensor:
     return per_example
 
 
+def _as_index_tensor(value: object, name: str, what: str, device: torch.device) -> Tensor:
+    """``value`` as a tensor: a list or NumPy array of integers is converted; anything else is refused."""
+    if isinstance(value, Tensor):
+        return value
+    array = np.asarray(value) if isinstance(value, (list, tuple, np.ndarray)) else None
+    if array is None or array.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be a LongTensor of {what} (a list or NumPy array of integers is converted), "
+                         f"got {type(value).__name__}" + (f" of dtype {array.dtype}" if array is not None else ""))
+    return torch.as_tensor(array.astype(np.int64), device=device)
+
+
 def check_batch(
     logits: Tensor,
     labels: Tensor,
@@ -42,13 +53,19 @@ def check_batch(
     num_classes: int,
     num_examples: int | None = None,
     check_values: bool = True,
-) -> None:
+) -> tuple[Tensor, Tensor | None]:
     """Validate one batch of (logits, labels, index); raise ValueError naming the bad argument.
 
     Shape checks cost nothing. Value checks (label and index ranges, finite logits) read the
     tensors back to the host, which synchronises a GPU; pass ``check_values=False`` to skip them
-    in a tuned training loop.
+    in a tuned training loop. Returns ``(labels, index)`` as tensors: a list or NumPy array of
+    integers is converted to int64 on the logits' device.
     """
+    if not isinstance(logits, Tensor):
+        raise ValueError(f"logits must be a float Tensor of shape (batch, num_classes), got {type(logits).__name__}")
+    labels = _as_index_tensor(labels, "labels", "class indices", logits.device)
+    if index is not None:
+        index = _as_index_tensor(index, "index", "dataset positions", logits.device)
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape (batch, num_classes), got {tuple(logits.shape)}")
     batch, classes = logits.shape
@@ -64,7 +81,7 @@ def check_batch(
         if index.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"index must be an integer tensor of dataset positions, got dtype {index.dtype}")
     if not check_values or batch == 0:
-        return
+        return labels, index
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
         raise ValueError(
             f"labels must lie in [0, {num_classes}), got values in [{int(labels.min())}, {int(labels.max())}]"
@@ -75,6 +92,7 @@ def check_batch(
         )
     if not bool(torch.isfinite(logits).all()):
         raise DivergedError("logits contain NaN or infinite values; the model has diverged (lower the learning rate?)")
+    return labels, index
 
 
 class ELRLoss(nn.Module):
@@ -85,6 +103,10 @@ class ELRLoss(nn.Module):
     average of the example's past (detached, renormalised) predictions. The targets of the batch are
     updated *before* the regulariser reads them, so the current prediction is part of its own target.
     The total is usually negative; that is expected.
+
+    The targets move only while the criterion is in training mode *and* autograd is enabled
+    (:attr:`updates_targets`): a validation loss computed under ``torch.no_grad()`` or after
+    ``criterion.eval()`` reads the stored targets and leaves them as they are.
 
     Parameters
     ----------
@@ -139,11 +161,11 @@ class ELRLoss(nn.Module):
             raise ValueError(f"num_examples must be a positive int, got {num_examples!r}")
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-        if not math.isfinite(lam) or lam < 0:
+        if not _is_real(lam) or lam < 0:
             raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
-        if not math.isfinite(beta) or not 0.0 <= beta < 1.0:
+        if not _is_real(beta) or not 0.0 <= beta < 1.0:
             raise ValueError(f"beta must lie in [0, 1), got {beta!r}")
-        if not 0.0 < eps < 0.5:
+        if not _is_real(eps) or not 0.0 < eps < 0.5:
             raise ValueError(f"eps must lie in (0, 0.5), got {eps!r}")
         self.num_examples = num_examples
         self.num_classes = num_classes
@@ -178,6 +200,15 @@ class ELRLoss(nn.Module):
             f"num_examples={self.num_examples}, num_classes={self.num_classes}, lam={self.lam}, "
             f"beta={self.beta}, reduction={self.reduction!r}{storage}"
         )
+
+    @property
+    def updates_targets(self) -> bool:
+        """Whether :meth:`forward` moves the targets: in training mode with autograd enabled only.
+
+        A validation loss computed with the criterion (under ``torch.no_grad()``, or after
+        ``criterion.eval()``) reads the targets without overwriting the training examples' rows.
+        """
+        return self.training and torch.is_grad_enabled()
 
     def target_rows(self, index: Tensor) -> Tensor:
         """The targets of the examples ``index`` as dense float32 rows (batch, num_classes)."""
@@ -242,7 +273,7 @@ class ELRLoss(nn.Module):
         Tensor
             Scalar for reductions "mean"/"sum", shape (B,) for "none".
         """
-        check_batch(
+        labels, index = check_batch(
             logits,
             labels,
             index,
@@ -262,10 +293,11 @@ class ELRLoss(nn.Module):
         logits = _compute_precision(logits)  # autocast may hand us bf16; the log terms want float32
         probs = F.softmax(logits, dim=1).clamp(self.eps, 1.0 - self.eps)
         source = probs if target_probs is None else target_probs
-        if self.target_sync is None:
-            self.update_targets(index, source)
-        else:
-            self.update_targets(*self.target_sync(index, source))
+        if self.updates_targets:
+            if self.target_sync is None:
+                self.update_targets(index, source)
+            else:
+                self.update_targets(*self.target_sync(index, source))
         if mixup is None:
             ce = F.cross_entropy(logits, labels.long(), reduction="none")
             reg = self.regularizer(probs, self.target_rows(index))
@@ -334,6 +366,11 @@ class CrossEntropyLoss(nn.Module):
 _PROB_FLOOR = 1e-7  # lower clamp on probabilities inside logs and powers (GCE, SCE)
 
 
+def _is_real(value: object) -> bool:
+    """A finite real number (not a bool, not a string)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+
+
 def _check_num_classes(num_classes: object) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
@@ -365,7 +402,7 @@ class _BaselineLoss(nn.Module):
         self.check_values = check_values
 
     def _prepare(self, logits: Tensor, labels: Tensor, index: Tensor | None) -> tuple[Tensor, Tensor]:
-        check_batch(logits, labels, index, num_classes=self.num_classes, check_values=self.check_values)
+        labels, _ = check_batch(logits, labels, index, num_classes=self.num_classes, check_values=self.check_values)
         return logits.float(), labels.long()  # autocast may hand us bf16; logs and powers want float32
 
 
@@ -718,3 +755,22 @@ def create_loss(name: str, *, num_examples: int | None = None, num_classes: int,
             raise ValueError(f"loss {name!r} requires num_examples (the training-set size)")
         return cls(num_examples, num_classes, **fixed, **params)
     return cls(num_classes, **fixed, **params)
+
+
+def check_loss_params(name: str, params: dict[str, object]) -> None:
+    """Raise ValueError for a parameter value that loss ``name`` refuses whatever the data.
+
+    Builds the loss for a stand-in one-example data set whose class count admits every
+    size-dependent parameter (``target_k``), so the checks are the constructors' own; a config is
+    validated before any data are read. ``forward``'s ``transition`` is a file or a keyword in a
+    config (checked by :func:`elr.two_stage.validate_forward`) and becomes a matrix only with the
+    data, so forward's parameters are left to it.
+    """
+    if name == "forward":
+        return
+    k = params.get("target_k")
+    classes = k if isinstance(k, int) and not isinstance(k, bool) and k >= 2 else 2
+    try:
+        create_loss(name, num_examples=1, num_classes=classes, **params)
+    except TypeError as err:  # a value of a type the constructor cannot even compare
+        raise ValueError(f"loss {name!r}: {err}") from None
