@@ -162,7 +162,8 @@ def test_inception_resnet_v2_with_timm():
 def test_config_accepts_pretrained_and_new_models():
     assert model_params("resnet50") == ["in_channels", "pretrained"]
     assert model_params("inception_resnet_v2") == ["in_channels", "pretrained"]
-    cfg = Config.load(None, ["model.name=resnet50", "model.pretrained=/weights/resnet50.pth"])
+    cfg = Config.load(None, ["data.dataset=cifar10", "data.root=x", "model.name=resnet50",
+                             "model.pretrained=/weights/resnet50.pth"])
     assert cfg.model.params == {"pretrained": "/weights/resnet50.pth"}
     with pytest.raises(ConfigError, match="valid keys: name, in_channels, pretrained"):
         Config.load(None, ["model.name=resnet50", "model.weights=x"])

@@ -105,3 +105,57 @@ def test_schedules_by_hand():
     o = OptimConfig(lr=0.1, epochs=10, schedule="onecycle", warmup_fraction=0.25)
     assert learning_rate(o, 0) == pytest.approx(0.004) and learning_rate(o, 2.5) == pytest.approx(0.1)
     assert learning_rate(o, 10) == pytest.approx(0.1 / 25 / 1e4)
+
+
+def test_unknown_key_suggests_the_closest_known_one():
+    with pytest.raises(ConfigError, match=r"unknown key optim\.lrr in optim; did you mean optim\.lr\? valid keys"):
+        Config.load(None, ["optim.lrr=0.1"])
+    with pytest.raises(ConfigError, match=r"unknown key loss\.lamda .*did you mean loss\.lam\?"):
+        Config.load(None, ["loss.lamda=1"])
+    with pytest.raises(ConfigError, match=r"unknown key colour in the top level; valid keys"):  # nothing close
+        Config.load(None, ["colour=blue"])
+
+
+def test_the_empty_config_is_a_valid_run():
+    """Every default together: ELR on the bundled digits with the MLP (no data to download)."""
+    cfg = Config.load(None)
+    assert (cfg.data.dataset, cfg.model.name, cfg.loss.name) == ("digits", "mlp", "elr")
+
+
+def test_a_model_of_images_on_feature_vectors_names_both_keys():
+    with pytest.raises(ConfigError, match=r"model\.name=resnet8 takes images .* data\.dataset=digits gives feature "
+                                          r"vectors of 64 values: use model\.name=mlp"):
+        Config.load(None, ["model.name=resnet8"])
+
+
+def test_an_override_of_loss_name_replaces_the_section(tmp_path):
+    base = CONFIGS / "cpu" / "cifar10_elr_sym40.yaml"  # loss: {name: elr, lam: 3.0, beta: 0.7}
+    assert Config.load(base, ["loss.name=ce"]).loss.params == {}
+    # a switch goes first whatever its place; the section's other overrides apply to the new loss
+    cfg = Config.load(base, ["loss.lam=1", "loss.name=elr_kl"])
+    assert (cfg.loss.name, cfg.loss.params) == ("elr_kl", {"lam": 1})
+    assert Config.load(base, ["loss.name=elr"]).loss.params == {"lam": 3.0, "beta": 0.7}  # same name: kept
+    assert Config.load(base, ["model.name=mlp"]).model.params == {}  # resnet8's widths would not fit
+
+
+def test_an_override_of_noise_type_keeps_only_what_the_new_type_reads():
+    base = CONFIGS / "cpu" / "cifar10_elr_sym40.yaml"  # noise: {type: symmetric, rate: 0.4}
+    cfg = Config.load(base, ["noise.type=cifar10n", "noise.label_set=worst"])
+    assert (cfg.noise.type, cfg.noise.rate, cfg.noise.label_set) == ("cifar10n", 0.0, "worst")
+    assert Config.load(base, ["noise.type=asymmetric"]).noise.rate == 0.4
+    assert Config.load(base, ["noise.type=none"]).noise.rate == 0.0
+    with pytest.raises(ConfigError, match="noise.rate has no meaning for noise.type=cifar10n"):  # given: refused
+        Config.load(base, ["noise.type=cifar10n", "noise.label_set=worst", "noise.rate=0.2"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("loss.lam=-3", r"loss\.lam must be a finite number >= 0, got -3"),
+    ("loss.beta=abc", r"loss\.beta must lie in \[0, 1\), got 'abc'"),
+    ("loss.target_k=0", r"loss\.target_k must be an integer in \[1"),
+    ("model.hidden=[-1]", r"model\.hidden entry must be an integer >= 1, got -1"),
+    ("model.dropout=1.5", r"model\.dropout must be a float in \[0, 1\)"),
+])
+def test_component_values_are_checked_when_the_config_is(override, message):
+    extra = ["loss.target_storage=topk"] if "target_k" in override else []
+    with pytest.raises(ConfigError, match=message):
+        Config.load(None, [override, *extra])

@@ -115,6 +115,9 @@ def test_forward_true_transition_is_the_noise_model():
     ({"grid": {"seed": [0], "optim.lrr": [0.1]}}, "unknown key optim.lrr"),
     ({"methods": {"CE": {"loss": {"name": "ce"}}, "ELR": {"loss": {"lamda": 3}}}}, "ELR/seed-0: unknown key loss.lamda"),
     ({"grid": {"seed": [0, -1]}}, "run CE/seed--1: seed must be an integer"),
+    ({"methods": {"CE": {"loss": {"name": "ce"}}, "ELR": {"loss": {"lam": -3}}}},
+     r"ELR/seed-0: loss\.lam must be a finite number >= 0, got -3"),
+    ({"methods": {"CE": {"model": {"hidden": [0]}}}}, r"CE/seed-0: model\.hidden entry must be an integer >= 1"),
 ])
 def test_invalid_run_fails_before_any_training(tmp_path, bad, message):
     path = write_sweep(tmp_path / "bad.yaml", {**TINY, **bad})
@@ -123,8 +126,19 @@ def test_invalid_run_fails_before_any_training(tmp_path, bad, message):
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written
 
 
+def test_a_noise_type_switch_drops_the_bases_rate_and_names_carry_no_path():
+    raw = {"name": "n", "config": {"data": {"dataset": "cifar10", "root": "/data/cifar"},
+                                   "noise": {"type": "symmetric", "rate": 0.4}},
+           "grid": {"noise": [{"type": "cifar10n", "label_set": "worst", "file": "/data/labels/CIFAR-10_human.pt"},
+                              {"type": "asymmetric"}]}}
+    human, asym = Sweep.from_dict(raw).expand()
+    assert human.name == "cifar10n-worst-CIFAR-10_human.pt"  # the file's name, not its folders
+    assert (human.config.noise.rate, human.config.noise.file) == (0.0, "/data/labels/CIFAR-10_human.pt")
+    assert (asym.name, asym.config.noise.rate) == ("asymmetric", 0.4)  # asymmetric reads the rate: kept
+
+
 def test_sweep_file_errors_are_clear(tmp_path):
-    with pytest.raises(SweepError, match="unknown key 'grids'"):
+    with pytest.raises(SweepError, match="unknown key 'grids' in the sweep file; did you mean grid\\?"):
         Sweep.from_dict({**TINY, "grids": {}})
     with pytest.raises(SweepError, match="grid.seed must be a non-empty list"):
         Sweep.from_dict({**TINY, "grid": {"seed": 3}})

@@ -208,14 +208,14 @@ class _QuietProgress(TerminalProgress):
 
 
 def cmd_theory(args: argparse.Namespace) -> int:
-    from .config import apply_overrides
+    from .config import apply_overrides, did_you_mean
     from .theory import TheoryConfig, run
 
     raw = apply_overrides({}, args.overrides)
     known = TheoryConfig.__dataclass_fields__
     unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(known)}")
+        raise ValueError(f"unknown key {unknown[0]!r}; {did_you_mean(unknown[0], known)}valid keys: {', '.join(known)}")
     config = TheoryConfig(**raw)
     result = run(config, args.out)
     for name in ("ce", "elr"):

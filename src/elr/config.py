@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -117,7 +118,7 @@ class Config:
     method: str = "standard"
     data: DataConfig = field(default_factory=DataConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
-    model: Component = field(default_factory=lambda: Component("resnet8"))
+    model: Component = field(default_factory=lambda: Component("mlp"))  # with the default digits: a valid run
     loss: Component = field(default_factory=lambda: Component("elr", {"lam": 3.0, "beta": 0.7}))
     optim: OptimConfig = field(default_factory=OptimConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
@@ -201,6 +202,8 @@ class Config:
         _choice("channels_last", self.channels_last, ("auto", "on", "off"))
         _check_component("model", self.model)
         _check_component("loss", self.loss)
+        if d.dataset == "digits":  # known before reading: 8 x 8 pixels as 64 features
+            check_model_input(self, 64)
         if self.loss.name == "forward":
             from .two_stage import validate_forward
 
@@ -286,22 +289,54 @@ class Config:
                               f"loss.name={self.loss.name!r}; use method=standard for other losses")
 
 
+# ---- switching a section -------------------------------------------------------------------
+
+# The key that chooses what a section is: a new value starts the section afresh, keeping only the
+# keys the new choice reads (loss.name=ce must not inherit ELR's lam and beta).
+SWITCHES = {"model": "name", "loss": "name", "noise": "type"}
+_NOISE_READS = {"none": ("seed",), "symmetric": ("rate", "exclude_true", "seed"), "asymmetric": ("rate", "seed"),
+                "cifar10n": ("label_set", "file"), "cifar100n": ("file",)}
+
+
+def switch_default(section: str) -> Any:
+    """The switch value of ``section`` when a config leaves it out (``loss`` -> ``"elr"``)."""
+    default = getattr(Config(), section)
+    return default.name if isinstance(default, Component) else getattr(default, SWITCHES[section])
+
+
+def switched(section: str, current: Any, choice: Any) -> dict[str, Any]:
+    """What remains of a section's mapping ``current`` when its switch key becomes ``choice``.
+
+    The same choice keeps everything; a model or loss of another name keeps nothing; a noise model
+    of another type keeps the keys that type reads (a switch to cifar10n drops a symmetric rate).
+    """
+    if not isinstance(current, dict):
+        return {}
+    key = SWITCHES[section]
+    if current.get(key, switch_default(section)) == choice:
+        return dict(current)
+    keep = _NOISE_READS.get(choice, ()) if section == "noise" else ()
+    return {k: v for k, v in current.items() if k in keep}
+
+
 # ---- overrides -----------------------------------------------------------------------------
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with ``a.b.c=value`` strings applied; values are parsed as YAML."""
+    """Return a copy of ``raw`` with ``a.b.c=value`` strings applied; values are parsed as YAML.
+
+    A switch (``model.name``, ``loss.name``, ``noise.type``) to another value replaces its section
+    first (see :func:`switched`), whatever its place among the overrides; the other overrides of the
+    section then apply to the new one.
+    """
     result = copy.deepcopy(raw)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"override {item!r} must look like key=value, e.g. optim.lr=0.01")
-        try:
-            value = _numeric(yaml.safe_load(text)) if text != "" else None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: cannot parse the value ({err})") from None
-        node = result
+    parsed = [_parse_override(item) for item in overrides]
+    switches = [f"{section}.{key}" for section, key in SWITCHES.items()]
+    for item, key, value in sorted(parsed, key=lambda p: p[1] not in switches):  # stable: switches first
         parts = key.split(".")
+        if key in switches and isinstance(result.get(parts[0]), dict):
+            result[parts[0]] = switched(parts[0], result[parts[0]], value)
+        node = result
         for part in parts[:-1]:
             child = node.get(part)
             if child is None:
@@ -311,6 +346,23 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             node = child
         node[parts[-1]] = value
     return result
+
+
+def _parse_override(item: str) -> tuple[str, str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} must look like key=value, e.g. optim.lr=0.01")
+    try:
+        value = _numeric(yaml.safe_load(text)) if text != "" else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {item!r}: cannot parse the value ({' '.join(str(err).split())})") from None
+    return item, key, value
+
+
+def did_you_mean(word: str, choices: Any, prefix: str = "") -> str:
+    """``"did you mean optim.lr? "`` for the closest of ``choices`` to ``word``; empty when none is close."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"did you mean {prefix}{close[0]}? " if close else ""
 
 
 # ---- dataclass <-> dict ---------------------------------------------------------------------
@@ -325,7 +377,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     unknown = sorted(set(raw) - set(known))
     if unknown:
         where = prefix.rstrip(".") or "the top level"
-        raise ConfigError(f"unknown key {prefix}{unknown[0]} in {where}; valid keys: {', '.join(known)}")
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} in {where}; {did_you_mean(unknown[0], known, prefix)}"
+                          f"valid keys: {', '.join(known)}")
     defaults = cls()
     kwargs = {}
     for name, value in raw.items():
@@ -443,8 +496,40 @@ def _check_component(section: str, component: Component) -> None:
     except ValueError as err:
         raise ConfigError(f"{section}.name: {err}") from None
     unknown = sorted(set(component.params) - set(accepted))
+    if not unknown:
+        try:
+            if section == "model":
+                from .models.registry import check_model_params
+
+                check_model_params(component.name, component.params)
+            else:
+                from .losses import check_loss_params
+
+                check_loss_params(component.name, component.params)
+        except ValueError as err:
+            raise component_error(section, component.params, err) from None
+        return
     if unknown:
         raise ConfigError(
             f"unknown key {section}.{unknown[0]} for {section} {component.name!r}; "
-            f"valid keys: {', '.join(['name', *accepted]) }"
+            f"{did_you_mean(unknown[0], accepted, section + '.')}valid keys: {', '.join(['name', *accepted])}"
         )
+
+
+def component_error(section: str, params: dict[str, Any], err: Exception) -> ConfigError:
+    """A model's or loss's ValueError as a ConfigError naming the config key (``loss.lam must ...``)."""
+    text = str(err)
+    key = text.split(" ", 1)[0]
+    return ConfigError(f"{section}.{text}" if key in params else f"{section}: {text}")
+
+
+def check_model_input(config: Config, features: int | None) -> None:
+    """Refuse a model of images on feature vectors (``features`` values a row), naming both keys."""
+    if features is None:
+        return
+    from .models import model_params
+
+    if "in_channels" in model_params(config.model.name):
+        raise ConfigError(f"model.name={config.model.name} takes images (channels, height, width), but "
+                          f"data.dataset={config.data.dataset} gives feature vectors of {features} values: "
+                          f"use model.name=mlp (or a data set of images)")

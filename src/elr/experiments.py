@@ -23,7 +23,7 @@ import yaml
 
 from . import rundir
 from .checkpoint import atomic_write_text
-from .config import Component, Config, ConfigError, apply_overrides
+from .config import SWITCHES, Config, ConfigError, apply_overrides, did_you_mean, switched
 from .engine import Progress
 from .two_stage import stage1_epochs_left
 
@@ -33,8 +33,6 @@ SWEEP_COPY = "sweep.yaml"  # the sweep file as given, copied into the sweep's ou
 SWEEP_KEYS = ("name", "description", "base", "config", "grid", "methods", "rules")
 RULE_KEYS = ("if", "methods", "set")
 STATUSES = ("new", "resume", "restart", "done", "conflict")
-# sections of Config that hold a named component: a new name replaces the component instead of merging
-COMPONENT_SECTIONS = tuple(f.name for f in fields(Config) if isinstance(getattr(Config(), f.name), Component))
 _MISSING = object()
 
 
@@ -126,7 +124,8 @@ class Sweep:
             raise SweepError("a sweep file must be a mapping with keys " + ", ".join(SWEEP_KEYS))
         unknown = sorted(set(raw) - set(SWEEP_KEYS))
         if unknown:
-            raise SweepError(f"unknown key {unknown[0]!r} in the sweep file; valid keys: {', '.join(SWEEP_KEYS)}")
+            raise SweepError(f"unknown key {unknown[0]!r} in the sweep file; {did_you_mean(unknown[0], SWEEP_KEYS)}"
+                             f"valid keys: {', '.join(SWEEP_KEYS)} (a grid of settings goes under grid:)")
         name = str(raw.get("name") or default_name)
         where = f"sweep {name!r}"
 
@@ -251,16 +250,18 @@ def nest(mapping: dict[str, Any]) -> dict[str, Any]:
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge ``over`` (nested or dotted keys) into a copy of ``base``.
 
-    A component section (``model``, ``loss``) given a different ``name`` is replaced whole, so that
-    switching ``loss: {name: ce}`` does not inherit ELR's ``lam`` and ``beta``; with the same name
-    (or no name) its parameters are merged.
+    A section given another value of its switch (``model.name``, ``loss.name``, ``noise.type``)
+    starts afresh (:func:`elr.config.switched`), so that ``loss: {name: ce}`` does not inherit ELR's
+    ``lam`` and ``beta`` nor ``noise: {type: cifar10n}`` a symmetric ``rate``; otherwise the keys are
+    merged.
     """
     result = copy.deepcopy(base)
     for key, value in nest(over).items():
         current = result.get(key)
-        if key in COMPONENT_SECTIONS and isinstance(value, dict) and isinstance(current, dict):
-            renamed = "name" in value and value["name"] != current.get("name")
-            result[key] = copy.deepcopy(value) if renamed else {**current, **value}
+        if key in SWITCHES and isinstance(value, dict) and isinstance(current, dict):
+            if SWITCHES[key] in value:  # another loss, model or noise type starts its section afresh
+                current = switched(key, current, value[SWITCHES[key]])
+            result[key] = {**current, **copy.deepcopy(value)}
         elif isinstance(value, dict) and isinstance(current, dict):
             result[key] = merge(current, value)
         else:
@@ -283,6 +284,8 @@ def _slug(text: str) -> str:
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        return Path(value.replace("\\", "/")).name  # a file's name, not where it lies
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:

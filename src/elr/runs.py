@@ -19,7 +19,7 @@ import torch
 
 from . import __version__, evidence, noise, rundir
 from .distributed import Distributed, attach_target_sync, init_from_env, launched_distributed
-from .config import FILE_DATASETS, Config, ConfigError
+from .config import FILE_DATASETS, Config, ConfigError, check_model_input, component_error
 from .data import InMemoryDataset, read_dataset, stratified_split
 from .data.cifar_n import CIFAR_N, read_cifar_n
 from .data.readers import RawData
@@ -218,6 +218,7 @@ def build_method(config: Config, prepared: PreparedData, runtime: Runtime,
         model_kwargs.pop("pretrained", None)
     accepted = model_params(config.model.name)
     shape = prepared.data.train.sample_shape  # one example as batches yield it
+    check_model_input(config, int(shape[0]) if len(shape) == 1 else None)
     if "in_channels" in accepted and len(shape) == 3:
         model_kwargs.setdefault("in_channels", int(shape[0]))
     if "in_features" in accepted:
@@ -255,9 +256,7 @@ def _named(section: str, params: dict[str, Any]):
     except ConfigError:
         raise
     except ValueError as err:
-        text = str(err)
-        key = text.split(" ", 1)[0]
-        raise ConfigError(f"{section}.{text}" if key in params else f"{section}: {text}") from None
+        raise component_error(section, params, err) from None
 
 
 # ---- the run directory ------------------------------------------------------------------------

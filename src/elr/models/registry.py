@@ -152,3 +152,30 @@ def create_model(name: str, num_classes: int, **kwargs: object) -> nn.Module:
 
         load_pretrained(model, pretrained)
     return model
+
+
+def check_model_params(name: str, params: dict[str, object]) -> None:
+    """Raise ValueError for an option value model ``name`` refuses whatever the data.
+
+    The model is built on PyTorch's meta device (no memory, no weights; a ``pretrained`` file is not
+    read, only its type checked) for a stand-in 10 classes, so the checks are the constructors' own
+    and a config is validated before any data are read. A model whose package is missing (timm) is
+    left to the build, which says what to install.
+    """
+    import torch
+
+    kwargs = dict(params)
+    pretrained = kwargs.pop("pretrained", None)
+    if pretrained is not None and not isinstance(pretrained, (str, PathLike)):
+        raise ValueError(f"pretrained must be the path of a local weights file, got {pretrained!r}")
+    if not kwargs:
+        return  # nothing but the defaults: nothing to check
+    if "in_features" in model_params(name):
+        kwargs.setdefault("in_features", 2)  # filled in from the data by the run
+    try:
+        with torch.device("meta"):
+            create_model(name, 10, **kwargs)
+    except ImportError:
+        return
+    except TypeError as err:  # a value of a type the constructor cannot even compare
+        raise ValueError(f"model {name!r}: {err}") from None
