@@ -266,6 +266,51 @@ def test_npz_features_and_errors(tmp_path):
 
 
 @pytest.mark.skipif(not REAL_CIFAR10.exists(), reason=f"{REAL_CIFAR10} not present")
+def _npz(path, **over):
+    arrays = {"x_train": np.zeros((6, 2), np.float32), "y_train": np.array([0, 1, 2, 0, 1, 2]),
+              "x_test": np.zeros((3, 2), np.float32), "y_test": np.array([0, 1, 2])}
+    np.savez(path, **{**arrays, **over})
+    return path
+
+
+@pytest.mark.parametrize("over, message", [
+    # no class_names: classes 0 .. max(y_train); a label of 12 among 0 .. 2 leaves 3 .. 11 without an example
+    ({"y_train": np.array([0, 1, 2, 0, 1, 12])}, r"y_train has no example of class 3, 4, 5, 6, 7, \.\.\. of 0 \.\. 12"),
+    ({"y_test": np.array([0, 1, 3])}, r"y_test holds label 3 at position 2, a class no y_train label has "
+                                      r"\(y_train has classes 0 \.\. 2\)"),
+    ({"class_names": np.array(["a", "b", "c"]), "y_test": np.array([0, 3, 1])},
+     r"y_test holds label 3 but class_names names 3 classes \(0 \.\. 2\)"),
+    ({"class_names": np.array(["a", "b", "c", "d"])}, r"y_train has no example of class 3 of 0 \.\. 3"),
+    ({"y_train": np.array([0, 1, 2, 0, -1, 2])}, r"y_train must hold class indices >= 0, found -1 at position 4"),
+    ({"y_train": np.array([0.0, 1, 2, 0, 1, 2])}, r"y_train must hold integer class indices 0, 1, \.\.\., got dtype "
+                                                  r"float64; they are whole numbers: store y_train.astype\(np.int64\)"),
+    ({"y_test": np.array([0.5, 1, 2])}, r"y_test must hold integer class indices 0, 1, \.\.\., got dtype float64$"),
+    ({"y_train": np.array([0, 1, 2, 0, 1])}, r"y_train must hold one label per row of x_train \(6\), got shape \(5,\)"),
+    ({"x_train": np.array([[0, 1], [2, np.nan], [0, 0], [0, 0], [0, 0], [0, np.inf]], np.float32)},
+     r"x_train holds 2 NaN or infinite values \(the first at row 1, column 1, nan\)"),
+    ({"x_test": np.full((3, 2), -np.inf)}, r"x_test holds 6 NaN or infinite values"),
+    ({"y_train": np.zeros(6, int), "y_test": np.zeros(3, int)}, "y_train holds one class only"),
+    ({"y_train": np.array(["0", "1", "2", "0", "1", "2"], dtype=object)}, r"an array holds Python objects"),
+])
+def test_npz_labels_and_features_are_checked_where_they_are_read(tmp_path, over, message):
+    with pytest.raises(ValueError, match=message) as caught:
+        read_npz(_npz(tmp_path / "d.npz", **over))
+    assert str(tmp_path / "d.npz") in str(caught.value)  # the file is named
+
+
+def test_a_file_that_is_not_an_npz_archive_is_named(tmp_path):
+    (tmp_path / "x.npz").write_bytes(b"\x80\x04 not a zip")
+    with pytest.raises(ValueError, match=r"x.npz: not an .npz archive \(a zip of .npy arrays"):
+        read_npz(tmp_path / "x.npz")
+
+
+def test_a_truncated_cifar_pickle_is_one_valueerror_naming_the_file(tmp_path):
+    folder, _, _ = make_cifar10(tmp_path, np.random.default_rng(3))
+    (folder / "data_batch_4").write_bytes((folder / "data_batch_4").read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"data_batch_4: not a readable CIFAR pickle, truncated or damaged"):
+        read_cifar(folder, "cifar10")
+
+
 def test_real_cifar10_npz():
     raw = read_npz(REAL_CIFAR10)
     assert raw.x_train.shape == (50000, 32, 32, 3) and raw.x_train.dtype == np.uint8

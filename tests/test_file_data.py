@@ -173,11 +173,29 @@ def test_read_label_files_maps_names_and_keeps_true_labels(tmp_path):
 def test_label_files_with_integer_labels(tmp_path):
     make_image(tmp_path / "a.png", COLORS[0])
     make_image(tmp_path / "b.png", COLORS[1])
-    (tmp_path / "train.csv").write_text("a.png,0\nb.png,3\n")
+    (tmp_path / "train.csv").write_text("a.png,0\nb.png,3\na.png,1\nb.png,002\n")
     (tmp_path / "test.csv").write_text("b.png,2\n")
     sets = read_label_files(tmp_path, "train.csv", "test.csv")
     assert sets.class_names == ["0", "1", "2", "3"] and sets.label_to_index is None
-    assert sets.train.labels.tolist() == [0, 3] and sets.test.labels.tolist() == [2]
+    assert sets.train.labels.tolist() == [0, 3, 1, 2] and sets.test.labels.tolist() == [2]
+
+
+@pytest.mark.parametrize("train, test, message", [
+    # a class index without a training line would be a class nothing teaches
+    ("a.png,0\nb.png,3\n", "b.png,0\n", r"train.csv: labels are class indices 0 \.\. 3, but class 1 has no line"),
+    # a test class the training file lacks is not a new class
+    ("a.png,0\nb.png,1\n", "b.png,0\na.png,2\n", r"test.csv line 2: unknown label '2'.*classes: 0, 1"),
+    # names and indices mixed would make "1" a class name
+    ("a.png,cat\nb.png,dog\n", "a.png,cat\nb.png,1\n",
+     r"test.csv line 2: label '1' is a class index but .*train.csv line 1 has the name 'cat'"),
+])
+def test_label_files_refuse_classes_without_a_training_line_and_mixed_labels(tmp_path, train, test, message):
+    make_image(tmp_path / "a.png", COLORS[0])
+    make_image(tmp_path / "b.png", COLORS[1])
+    (tmp_path / "train.csv").write_text(train)
+    (tmp_path / "test.csv").write_text(test)
+    with pytest.raises(ValueError, match=message):
+        read_label_files(tmp_path, "train.csv", "test.csv")
 
 
 def test_label_file_errors_name_file_and_line(tmp_path):
@@ -553,3 +571,11 @@ def test_the_cleanlab_rule_leaves_unreadable_images_out(tmp_path):
     table = detect_label_issues(out, rule="cleanlab", filter_by="prune_by_class")
     assert table["is_issue"].tolist() == expected[table["index"]].tolist()
     assert table["source"][-1] == "unreadable" and not table["is_issue"][-1]
+
+
+def test_an_empty_class_folder_of_the_training_set_is_named(tmp_path):
+    for part, cls in [("train", "cat"), ("test", "cat"), ("test", "dog")]:
+        make_image(tmp_path / part / cls / "a.png", COLORS[0])
+    (tmp_path / "train" / "dog").mkdir()
+    with pytest.raises(ValueError, match=r"train/dog holds no images: every class folder of the training set"):
+        read_image_folder(tmp_path)

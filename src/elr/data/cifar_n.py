@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .readers import RefusedPickleError
+
 __all__ = [
     "CIFAR_N",
     "CIFAR10N_LABEL_SETS",
@@ -68,8 +70,9 @@ def load_label_file(path: str | Path) -> dict[str, np.ndarray]:
     ------
     FileNotFoundError
         ``path`` does not exist.
-    pickle.UnpicklingError
-        The file names a global outside the allowlist (the message names the file and the global).
+    RefusedPickleError
+        The file names a global outside the allowlist (the message names the file and the global); a
+        ``pickle.UnpicklingError`` and a ``ValueError``.
     ValueError
         The file is not a readable torch file or does not hold a dict of arrays.
     """
@@ -87,7 +90,7 @@ def load_label_file(path: str | Path) -> dict[str, np.ndarray]:
         reason = _refusal_reason(err)
         if not re.search(r"global|can only build", reason, re.IGNORECASE):
             raise ValueError(f"{path}: not a readable torch .pt file ({reason})") from None
-        raise pickle.UnpicklingError(
+        raise RefusedPickleError(
             f"{path}: refusing to load: a CIFAR-N file holds only NumPy integer arrays, and this one asks for "
             f"something else ({reason})") from None
     except Exception as exc:  # truncated, not a torch file

@@ -146,6 +146,10 @@ def read_image_folder(root: str | Path) -> ImageSets:
     paths, labels, classes = _read_split_folder(root / "train", None)
     if not paths:
         raise ValueError(f"{root / 'train'} holds no images; expected {layout}")
+    empty = [name for i, name in enumerate(classes) if i not in set(labels)]
+    if empty:
+        raise ValueError(f"{root / 'train' / empty[0]} holds no images: every class folder of the training set needs "
+                         f"at least one (remove the folder, or add its images)")
 
     def split(part: str) -> ImageList:
         p, y, _ = _read_split_folder(root / part, classes)
@@ -210,15 +214,30 @@ def _is_index(text: str) -> bool:
     return text.isdigit()  # non-negative integers only; "-1" or "3.0" are names
 
 
+def _check_one_kind(files: dict[str, _Rows]) -> None:
+    """All labels are class indices, or all are names: a mix would make "1" a class name of its own."""
+    first: dict[bool, tuple[_Rows, int, str]] = {}
+    for rows in files.values():
+        for values in (rows.labels, rows.true_labels or []):
+            for k, v in enumerate(values):
+                first.setdefault(_is_index(v), (rows, k, v))
+    if len(first) == 2:
+        (irows, ik, iv), (nrows, nk, nv) = first[True], first[False]
+        raise ValueError(f"{irows.file} line {irows.lines[ik]}: label {iv!r} is a class index but {nrows.file} line "
+                         f"{nrows.lines[nk]} has the name {nv!r}: write every label as a name, or every one as an "
+                         f"index 0 .. K-1")
+
+
 def read_label_files(root: str | Path, label_file: str | Path, test_label_file: str | Path,
                      val_label_file: str | Path | None = None) -> ImageSets:
     """Read CSV (or TSV, by the ``.tsv`` suffix) files of ``path,label[,true_label]`` lines.
 
     Paths are relative to ``root`` (absolute paths also work). An optional header row
     ``path,label[,true_label]`` is skipped. If every label in every file is a non-negative integer
-    the labels are class indices (classes ``"0"`` .. ``"K-1"``); otherwise every label is a class
-    name, and names are numbered in sorted order of the training file's labels (and true labels).
-    A test or validation label that is not one of those names is an error naming file and line.
+    the labels are class indices (classes ``"0"`` .. ``"K-1"``, each with a line of the training
+    file); if none is, every label is a class name, and names are numbered in sorted order of the
+    training file's labels (and true labels); a mix is an error. A test or validation label that is
+    not one of the training file's classes is an error naming file and line.
     Relative file names are taken relative to ``root``. Every listed image must exist.
     """
     root = Path(root)
@@ -230,15 +249,20 @@ def read_label_files(root: str | Path, label_file: str | Path, test_label_file: 
     files = {"train": _read_rows(resolve(label_file)), "test": _read_rows(resolve(test_label_file))}
     if val_label_file is not None:
         files["val"] = _read_rows(resolve(val_label_file))
-    every = [v for r in files.values() for v in (r.labels + (r.true_labels or []))]
+    _check_one_kind(files)
+    train = files["train"]
     mapping = None
-    if all(_is_index(v) for v in every):
-        num_classes = max(int(v) for v in every) + 1
+    if _is_index(train.labels[0]):  # every label is an index (checked above)
+        given = [int(v) for v in train.labels + (train.true_labels or [])]
+        num_classes = max(given) + 1
+        missing = sorted(set(range(num_classes)) - set(given))
+        if missing:
+            raise ValueError(f"{train.file}: labels are class indices 0 .. {num_classes - 1}, but class {missing[0]} "
+                             f"has no line; number the classes 0 .. K-1 without gaps, or write class names")
         class_names = [str(i) for i in range(num_classes)]
-        index = {str(i): i for i in range(num_classes)}
-        index.update({v: int(v) for v in every})  # "007" is class 7
+        every = [v for r in files.values() for v in (r.labels + (r.true_labels or []))]
+        index = {v: int(v) for v in every if int(v) < num_classes}  # "007" is class 7
     else:
-        train = files["train"]
         class_names = sorted(set(train.labels) | set(train.true_labels or []))
         index = mapping = {name: i for i, name in enumerate(class_names)}
 

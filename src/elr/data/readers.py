@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import numbers
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import numpy as np
 
 from .split import stratified_split
 
-__all__ = ["RawData", "read_cifar", "read_npz", "read_digits", "read_dataset", "NORMALIZATION", "CIFAR10_CLASSES"]
+__all__ = ["RawData", "read_cifar", "read_npz", "read_digits", "read_dataset", "check_classes", "RefusedPickleError",
+           "NORMALIZATION", "CIFAR10_CLASSES"]
 
 # Per-channel (mean, std) in [0, 1] pixel units, as used by the ELR authors.
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
@@ -98,9 +100,9 @@ def _latin1_encode(text, encoding="utf-8", errors="strict"):
     # Python 3 writes bytes into protocol-2 pickles as _codecs.encode(text, "latin1"); admit
     # exactly that use and no other codec.
     if codecs.lookup(encoding).name != "iso8859-1":
-        raise pickle.UnpicklingError(f"_codecs.encode is allowed with latin1 only, got encoding {encoding!r}")
+        raise RefusedPickleError(f"_codecs.encode is allowed with latin1 only, got encoding {encoding!r}")
     if not isinstance(text, str):
-        raise pickle.UnpicklingError(f"_codecs.encode is allowed on str only, got {type(text).__name__}")
+        raise RefusedPickleError(f"_codecs.encode is allowed on str only, got {type(text).__name__}")
     return text.encode("latin1", errors)
 
 
@@ -126,7 +128,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         make = _ALLOWED_GLOBALS.get((module, name))
         if make is None:
-            raise pickle.UnpicklingError(
+            raise RefusedPickleError(
                 f"{self._path}: refusing to load global {module}.{name}; a CIFAR pickle holds only "
                 "numpy arrays (numpy.core.multiarray._reconstruct, numpy.ndarray, numpy.dtype), "
                 "so this file is not a genuine CIFAR batch"
@@ -134,14 +136,21 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return make()
 
 
+class RefusedPickleError(pickle.UnpicklingError, ValueError):
+    """A CIFAR pickle names something other than NumPy arrays: refused unread (the message names the file)."""
+
+
 def _load_pickle(path: Path) -> dict:
     with open(path, "rb") as fh:
         try:
             obj = _RestrictedUnpickler(fh, path).load()
-        except pickle.UnpicklingError:
-            raise
+        except RefusedPickleError as exc:
+            if str(path) in str(exc):
+                raise
+            raise RefusedPickleError(f"{path}: {exc}") from None
         except Exception as exc:  # truncated or corrupt files
-            raise ValueError(f"{path}: not a readable CIFAR pickle ({type(exc).__name__}: {exc})") from exc
+            raise ValueError(f"{path}: not a readable CIFAR pickle, truncated or damaged ({type(exc).__name__}: "
+                             f"{exc}); download the data set again") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
     return obj
@@ -188,7 +197,8 @@ def read_cifar(root: str | Path, dataset: str = "cifar10") -> RawData:
 
     The pickles are read with a restricted unpickler that builds only NumPy arrays and plain
     containers, so a tampered file cannot run code: any other global raises
-    ``pickle.UnpicklingError`` naming the file and the global.
+    :class:`RefusedPickleError` (a ``pickle.UnpicklingError`` and a ``ValueError``) naming the file
+    and the global.
 
     Parameters
     ----------
@@ -239,6 +249,11 @@ def _check_inputs(x: np.ndarray, key: str, path: Path) -> np.ndarray:
     if x.dtype == np.uint8 and x.ndim == 4:
         return x
     if x.ndim == 2 and np.issubdtype(x.dtype, np.floating):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            row, col = (int(v) for v in np.argwhere(bad)[0])
+            raise ValueError(f"{path}: {key} holds {int(bad.sum())} NaN or infinite values (the first at row {row}, "
+                             f"column {col}, {x[row, col]}); features must be finite numbers: impute or drop them")
         return x.astype(np.float32, copy=False)
     raise ValueError(
         f"{path}: {key} must be uint8 images of shape (N, H, W, C) or float features of shape (N, D), "
@@ -246,12 +261,41 @@ def _check_inputs(x: np.ndarray, key: str, path: Path) -> np.ndarray:
     )
 
 
-def _check_labels(y: np.ndarray, n: int, key: str, path: Path) -> np.ndarray:
-    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{path}: {key} must be {n} integers (shape ({n},)), got {y.dtype} {y.shape}")
+def _check_labels(y: np.ndarray, n: int, key: str, inputs: str, path: Path) -> np.ndarray:
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"{path}: {key} must hold one label per row of {inputs} ({n}), got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        whole = y.dtype.kind == "f" and bool(np.all(np.isfinite(y) & (y == np.round(y))))
+        hint = f"; they are whole numbers: store {key}.astype(np.int64)" if whole else ""
+        raise ValueError(f"{path}: {key} must hold integer class indices 0, 1, ..., got dtype {y.dtype}{hint}")
     if n and y.min() < 0:
-        raise ValueError(f"{path}: {key} must be non-negative class indices, found {int(y.min())}")
+        at = int(np.argmin(y))
+        raise ValueError(f"{path}: {key} must hold class indices >= 0, found {int(y[at])} at position {at}")
     return y.astype(np.int64, copy=False)
+
+
+def check_classes(y_train: np.ndarray, y_test: np.ndarray, num_classes: int, where: str,
+                  train: str = "y_train", test: str = "y_test") -> None:
+    """Every class ``0 .. num_classes - 1`` has a training example, and every test label is one of them.
+
+    A label beyond the classes, or a class without a training example, would otherwise become a
+    class of its own that nothing teaches (and label noise would flip labels into it).
+    """
+    counts = np.bincount(y_train, minlength=num_classes)
+    if len(counts) > num_classes:
+        at = int(np.argmax(y_train >= num_classes))
+        raise ValueError(f"{where}: {train} holds label {int(y_train[at])} at position {at}, but there are "
+                         f"{num_classes} classes (0 .. {num_classes - 1})")
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+        named = ", ".join(str(int(c)) for c in empty[:5]) + (", ..." if len(empty) > 5 else "")
+        raise ValueError(f"{where}: {train} has no example of class {named} of 0 .. {num_classes - 1}; number the "
+                         f"classes 0 .. K-1 without gaps (each one in {train})")
+    outside = np.flatnonzero(y_test >= num_classes)
+    if len(outside):
+        at = int(outside[0])
+        raise ValueError(f"{where}: {test} holds label {int(y_test[at])} at position {at}, a class no {train} label "
+                         f"has ({train} has classes 0 .. {num_classes - 1})")
 
 
 def read_npz(path: str | Path, *, name: str = "cifar10") -> RawData:
@@ -287,6 +331,9 @@ def read_npz(path: str | Path, *, name: str = "cifar10") -> RawData:
         raise FileNotFoundError(f"npz file {path} not found (expected arrays {', '.join(_NPZ_KEYS)})")
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty str, got {name!r}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not an .npz archive (a zip of .npy arrays, as np.savez writes) holding "
+                         f"{', '.join(_NPZ_KEYS)}")
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in _NPZ_KEYS if k not in z.files]
@@ -294,30 +341,39 @@ def read_npz(path: str | Path, *, name: str = "cifar10") -> RawData:
                 raise ValueError(f"{path}: missing key(s) {missing}; keys found: {sorted(z.files)}; required: {list(_NPZ_KEYS)}")
             arrays = {k: z[k] for k in _NPZ_KEYS}
             names = z["class_names"] if "class_names" in z.files else None
-    except ValueError:
-        raise
-    except Exception as exc:  # not a zip / corrupt member
-        raise ValueError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from exc
+    except ValueError as exc:
+        if "pickle" not in str(exc):  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+            raise
+        raise ValueError(f"{path}: an array holds Python objects (stored pickled, which is not read); store "
+                         f"numeric arrays (and class_names as a str array)") from None
+    except Exception as exc:  # corrupt member
+        raise ValueError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
 
     x_train = _check_inputs(arrays["x_train"], "x_train", path)
     x_test = _check_inputs(arrays["x_test"], "x_test", path)
     if x_train.shape[1:] != x_test.shape[1:] or x_train.dtype != x_test.dtype:
         raise ValueError(f"{path}: x_train and x_test must agree in dtype and example shape, got "
                          f"{x_train.dtype} {x_train.shape[1:]} and {x_test.dtype} {x_test.shape[1:]}")
-    y_train = _check_labels(arrays["y_train"], len(x_train), "y_train", path)
-    y_test = _check_labels(arrays["y_test"], len(x_test), "y_test", path)
-    top = int(max(y_train.max(initial=-1), y_test.max(initial=-1)))
+    y_train = _check_labels(arrays["y_train"], len(x_train), "y_train", "x_train", path)
+    y_test = _check_labels(arrays["y_test"], len(x_test), "y_test", "x_test", path)
+    if not len(y_train):
+        raise ValueError(f"{path}: x_train holds no examples")
 
     if names is not None:
         if names.ndim != 1 or names.dtype.kind not in "US":
             raise ValueError(f"{path}: class_names must be a 1-D str array, got {names.dtype} {names.shape}")
         class_names = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names.tolist()]
+        top = int(max(y_train.max(), y_test.max(initial=-1)))
         if top >= len(class_names):
-            raise ValueError(f"{path}: labels go up to {top} but only {len(class_names)} class_names are given")
-    elif name == "cifar10" and top < 10:
-        class_names = list(CIFAR10_CLASSES)
+            key = "y_train" if y_train.max() == top else "y_test"
+            raise ValueError(f"{path}: {key} holds label {top} but class_names names {len(class_names)} classes "
+                             f"(0 .. {len(class_names) - 1})")
     else:
-        class_names = [str(i) for i in range(top + 1)]
+        top = int(y_train.max())
+        class_names = list(CIFAR10_CLASSES) if name == "cifar10" and top == 9 else [str(i) for i in range(top + 1)]
+    if len(class_names) < 2:
+        raise ValueError(f"{path}: y_train holds one class only; a classifier needs two or more")
+    check_classes(y_train, y_test, len(class_names), str(path))
 
     mean = std = None
     if x_train.ndim == 4:
