@@ -324,6 +324,7 @@ def fake_run(root, name, *, method, noise_type, rate, seed, acc, order, settings
                "last": {"epoch": 1, "test_acc": acc}, "selected": {"epoch": 1, "test_acc": acc - 0.01},
                "best_test_acc": acc + 0.01}
     (run_dir / "summary.json").write_text(json.dumps(summary))
+    (run_dir / "config.yaml").write_text("# elr 0.0 (a stand-in: the header marks a run directory)\n")
     if method is not None:
         info = {"sweep": "s", "method": method, "settings": {"seed": seed, **(settings or {})}, "order": order}
         (run_dir / "sweep.json").write_text(json.dumps(info))

@@ -39,9 +39,37 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _naming(err, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    """A failed write (a full disk has no file name in its error) as the same error naming ``path``."""
+    if err.filename is not None or err.errno is None:
+        return err
+    return type(err)(err.errno, err.strerror, str(path))
+
+
+class _KeepWriteError:
+    """A file for ``torch.save`` that keeps the OSError of a failed write: torch reports it only as
+    a RuntimeError about a position ("unexpected pos ..."), which would hide a full disk."""
+
+    def __init__(self, handle) -> None:
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -54,10 +82,19 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT_VERSION, **state}, handle)
+            writer = _KeepWriteError(handle)
+            try:
+                torch.save({"format": FORMAT_VERSION, **state}, writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _naming(err, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -71,10 +108,18 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated or foreign file: torch raises RuntimeError, UnpicklingError, ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ValueError(f"{path} cannot be read as a checkpoint ({type(err).__name__}: {first})") from err
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path} is not an elr checkpoint of format {FORMAT_VERSION}")
+        # torch's own text may advise weights_only=False, which would run whatever the file holds: never
+        what = "an empty file" if path.stat().st_size == 0 else f"unreadable: {type(err).__name__}"
+        raise ValueError(f"{path} is not a checkpoint elr wrote ({what}); a damaged checkpoint cannot be resumed "
+                         f"or evaluated: train the run again into a new --out") from None
+    found = state.get("format") if isinstance(state, dict) else None
+    if isinstance(found, int) and not isinstance(found, bool) and found > FORMAT_VERSION:
+        from . import __version__
+
+        raise ValueError(f"{path} was written by a newer elr (checkpoint format {found}; elr {__version__} reads "
+                         f"format {FORMAT_VERSION}): upgrade elr to read it")
+    if found != FORMAT_VERSION:
+        raise ValueError(f"{path} is not a checkpoint elr wrote (no checkpoint format {FORMAT_VERSION} inside)")
     return state
 
 

@@ -136,8 +136,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             summary = train(config, out, progress=progress, device=args.device)
     except KeyboardInterrupt:
         if is_main_process():
-            print(_after_interrupt(out, args), file=sys.stderr)
+            print(f"interrupted{_carry_on(out, args)}", file=sys.stderr)
         return 130
+    except OSError as err:  # a full disk, a read-only --out, ...: what it left and how to carry on
+        if isinstance(err, (FileNotFoundError, FileExistsError)) or not is_main_process():
+            raise
+        raise ValueError(f"{os_error_text(err)}; stopped{_carry_on(out, args)}") from err
     if not is_main_process():  # under torchrun rank 0 reports; the library already keeps the others quiet
         return 0
     _print_summary(summary)
@@ -147,23 +151,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _after_interrupt(out: Path, args: argparse.Namespace) -> str:
-    """What an interrupted ``elr train`` left in ``out`` and the command that carries on from there."""
+def _carry_on(out: Path, args: argparse.Namespace) -> str:
+    """What a stopped ``elr train`` left in ``out`` and the command that carries on from there."""
     import shlex
 
     from . import rundir
 
     st = rundir.status(out)
     if st.state == rundir.RESUMABLE:
-        return f"interrupted; continue with `elr train --resume {shlex.quote(str(out))}`"
+        return f"; continue with `elr train --resume {shlex.quote(str(out))}`"
     if st.state == rundir.FINISHED:
-        return f"interrupted after the last epoch; {out} holds the finished run"
+        return f" after the last epoch; {out} holds the finished run"
     if st.state == rundir.NEW:
-        return f"interrupted before anything was written to {out}"
+        return f" before anything was written to {out}"
     if st.state == rundir.UNSTARTED and args.config:  # the same command, but into the same folder
         again = ["elr", "train", "--config", args.config, "--out", str(out), *args.overrides]
-        return f"interrupted before the first checkpoint; start it again with `{shlex.join(again)}`"
-    return f"interrupted; {out} is {st.state}"
+        return f" before the first checkpoint; start it again with `{shlex.join(again)}`"
+    return f"; {out} is {st.state}"
+
+
+def os_error_text(err: OSError) -> str:
+    """An OSError in one line: the file, what went wrong, and what to do about a disk that refuses writes."""
+    import errno
+
+    if err.strerror is None:  # raised by elr with a message of its own
+        return str(err)
+    text = f"{err.filename}: {err.strerror}" if err.filename is not None else err.strerror
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        text += " (free space, or choose a folder on another disk)"
+    elif err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        text += " (choose a folder you can write)"
+    return text
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -178,6 +196,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     out = Path(args.out)
+    if args.epochs < 1:
+        raise ValueError(f"--epochs must be a count >= 1, got {args.epochs}")
     print(f"Training CE and ELR on sklearn digits with 40% symmetric label noise ({args.epochs} epochs each)...",
           file=sys.stderr)
     try:
@@ -266,6 +286,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiments import Sweep, plan_sweep, run_sweep
     from .rundir import holder_text
 
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be a count >= 1, got {args.jobs}")
     sweep = Sweep.load(args.sweep, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / sweep.name
     plan = plan_sweep(sweep, out, only=args.only)  # validates every run before anything trains
@@ -459,13 +481,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line, like every other error of ``elr`` (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .detect import TARGET_CHOICES
     from .label_issues import CLEANLAB_FILTERS
     from .rundir import LABEL_ISSUES_PLOT, SUMMARY, TARGETS_SELECTED
 
-    parser = argparse.ArgumentParser(prog="elr", description="Early-Learning Regularization for noisy labels.")
+    parser = _Parser(prog="elr", description="Early-Learning Regularization for noisy labels.")
     parser.add_argument("--version", action="version", version=f"elr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages and show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -475,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory to create (default runs/<config>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=0.01")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides, e.g. optim.lr=0.01")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run's checkpoint on its test set")
@@ -503,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", metavar="PATTERN",
                    help="train only the runs whose name matches this shell-style pattern, e.g. 'ELR+*/*' "
                         "(repeatable; names as --dry-run lists them)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every run, e.g. data.root=/data/cifar")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="applied to every run, e.g. data.root=/data/cifar")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="tables (Markdown, CSV) and a plot of finished runs: methods x noise, mean ± std over seeds")
@@ -538,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("theory", help="the linear model of Section 3: early learning, then memorization")
     p.add_argument("--out", default="runs/theory")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. n=1000 p=900 sigma=0.2")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="e.g. n=1000 p=900 sigma=0.2")
     p.set_defaults(func=cmd_theory)
     return parser
 
@@ -550,7 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        print(f"elr {args.command}: error: unrecognized arguments: {' '.join(extra)} "
+              f"(see `elr {args.command} --help`)", file=sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -558,11 +589,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # `elr train` and `elr sweep` say how to carry on themselves
         print(f"elr {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
+    except (ValueError, OSError, ImportError) as err:
         if args.verbose or os.environ.get("ELR_DEBUG"):
             raise
         if not getattr(err, "relayed", False):  # under torchrun rank 0's error, repeated by the others
-            print(f"elr {args.command}: error: {err}", file=sys.stderr)
+            text = os_error_text(err) if isinstance(err, OSError) else str(err)
+            print(f"elr {args.command}: error: {' '.join(text.split())}", file=sys.stderr)  # one line
         return EXIT_USAGE
 
 

@@ -802,7 +802,12 @@ def build_report(dirs: Iterable[str | Path], *, metric: str = "last") -> Report:
     order: dict[str, tuple[float, str]] = {}
     without_val = 0
     for path in paths:
-        summary = json.loads(path.read_text())
+        try:
+            summary = json.loads(path.read_text())
+            summary["last"]["test_acc"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not the summary of a finished run ({type(err).__name__}: {err}); "
+                             f"`elr train --resume {path.parent}` writes it again") from None
         info = rundir.read_sweep_record(path.parent)
         label = _row_label(summary, info)
         rank = float(info["order"]) if info and isinstance(info.get("order"), int) else math.inf

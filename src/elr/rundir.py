@@ -566,7 +566,29 @@ def read_config(run_dir: str | Path) -> Config:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: {CONFIG} is missing")
-    return Config.load(path)
+    try:
+        return Config.load(path)
+    except ConfigError as err:
+        writer = _writer_version(path)
+        if writer is not None and _version_key(writer) > _version_key(__version__):
+            raise ConfigError(f"{path} was written by elr {writer}, newer than this elr {__version__}, and this "
+                              f"elr cannot read it ({err}): upgrade elr") from None
+        raise
+
+
+def _writer_version(path: Path) -> str | None:
+    """The elr version in a config's header line (``# elr 0.1.0, torch ...``)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first = handle.readline(200)
+    except OSError:
+        return None
+    match = re.match(re.escape(_HEADER) + r"([0-9][^,\s]*)", first)
+    return match.group(1) if match else None
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
 def config_path(run_dir: str | Path) -> Path:
@@ -643,8 +665,9 @@ def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def find_summaries(folder: str | Path) -> list[Path]:
-    """Every run summary under ``folder``, recursively, sorted."""
-    return sorted(Path(folder).rglob(SUMMARY))
+    """Every run's summary under ``folder``, recursively, sorted: a ``summary.json`` beside the run's
+    ``config.yaml`` (``elr demo``'s joint summary of its two runs is not one)."""
+    return sorted(p for p in Path(folder).rglob(SUMMARY) if _is_our_config(p.parent / CONFIG))
 
 
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any]) -> None:
