@@ -184,6 +184,8 @@ def _load_runs(run_dirs) -> list[tuple[str, list[dict]]]:
 
     runs = []
     for run_dir in map(Path, run_dirs):
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"{run_dir} is not a run directory: it does not exist")
         history = read_metrics(run_dir)
         if not history:
             raise FileNotFoundError(f"{run_dir} has no epochs in {METRICS}; is it a run directory?")

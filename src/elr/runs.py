@@ -415,7 +415,7 @@ def _refusal(st: rundir.RunStatus) -> str:
     if st.state == rundir.FINISHED:
         see = (f"inspect it with `elr eval {where}`" if rundir.has_checkpoint(where) else
                f"its results are in {where / rundir.SUMMARY}")
-        return f"{where} holds a finished run ({st.epochs} epochs); {see}, or choose another --out"
+        return f"{where} holds a finished run ({st.epochs} epoch{'s' if st.epochs != 1 else ''}); {see}, or choose another --out"
     return f"{where} {st.reason}; choose another --out (an absent or empty folder)"
 
 
