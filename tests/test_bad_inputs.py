@@ -77,6 +77,7 @@ class Workspace:
         (root / "lists").mkdir()
         (root / "lists" / "mixed.csv").write_text("a.png,cat\nb.png,dog\nc.png,1\n")
         (root / "lists" / "test.csv").write_text("a.png,cat\nb.png,bird\n")
+        (root / "lists" / "test_ok.csv").write_text("a.png,cat\nb.png,dog\n")
         (root / "lists" / "train.csv").write_text("a.png,cat\nb.png,dog\n")
         for name in ("a.png", "b.png", "c.png"):
             Image.new("RGB", (8, 8), "red").save(root / "lists" / name)
@@ -167,7 +168,7 @@ CASES = [
     ("missing data file", lambda w: w.train("nofile", data=str(w.root / "nowhere.npz")),
      r"npz file .*nowhere\.npz not found"),
     ("CSV mixing names and indices", lambda w: w.train("csv", "data.dataset=csv", "data.label_file=mixed.csv",
-                                                       "data.test_label_file=test.csv", data=str(w.root / "lists")),
+                                                       "data.test_label_file=test_ok.csv", data=str(w.root / "lists")),
      r"mixed\.csv line 3: label '1' is a class index but .*mixed\.csv line 1 has the name 'cat'"),
     ("CSV test label no training line has", lambda w: w.train(
         "csv2", "data.dataset=csv", "data.label_file=train.csv", "data.test_label_file=test.csv",

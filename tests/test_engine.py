@@ -108,7 +108,7 @@ def test_run_directory_holds_every_file(tmp_path):
 
 def test_existing_run_directory_is_refused(tmp_path):
     train(digits_config(optim__epochs=1), tmp_path / "run")
-    with pytest.raises(FileExistsError, match="holds a finished run .1 epochs.; inspect it with `elr eval"):
+    with pytest.raises(FileExistsError, match="holds a finished run .1 epoch.; inspect it with `elr eval"):
         train(digits_config(optim__epochs=1), tmp_path / "run")
 
 
