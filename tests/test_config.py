@@ -122,6 +122,38 @@ def test_the_empty_config_is_a_valid_run():
     assert (cfg.data.dataset, cfg.model.name, cfg.loss.name) == ("digits", "mlp", "elr")
 
 
+def test_a_config_that_names_no_model_gets_one_for_its_data():
+    assert Config.load(None, ["data.dataset=cifar10", "data.root=x"]).model.name == "resnet8"
+    cfg = Config.load(None, ["data.dataset=npz", "data.root=x", "model.widths=[8, 8, 16]"])  # resnet8's own key
+    assert (cfg.model.name, cfg.model.params) == ("resnet8", {"widths": [8, 8, 16]})
+    assert Config.load(None, ["model.hidden=[16]"]).model.name == "mlp"  # digits
+
+
+def test_a_valid_topk_config_is_not_refused_for_the_stand_in_class_count():
+    cfg = Config.load(None, ["data.dataset=cifar100", "data.root=x", "loss.target_storage=topk"])
+    assert cfg.loss.params["target_storage"] == "topk"  # the default target_k (10), class count unknown yet
+    assert Config.load(None, ["loss.target_storage=topk", "loss.target_k=50"]).loss.params["target_k"] == 50
+
+
+def test_a_model_that_cannot_be_built_on_the_meta_device_is_left_to_the_build():
+    import torch
+
+    from elr.models import register_model
+    from elr.models.registry import _REGISTRY
+
+    @register_model("needs_real_tensors")
+    def needs_real_tensors(num_classes, *, width=4):
+        float(torch.ones(1).sum())  # .item() on a meta tensor raises
+        return torch.nn.Linear(width, num_classes)
+
+    try:
+        cfg = Config.load(None, ["data.dataset=cifar10", "data.root=x", "model.name=needs_real_tensors",
+                                 "model.width=8"])
+        assert cfg.model.params == {"width": 8}
+    finally:
+        del _REGISTRY["needs_real_tensors"]
+
+
 def test_a_model_of_images_on_feature_vectors_names_both_keys():
     with pytest.raises(ConfigError, match=r"model\.name=resnet8 takes images .* data\.dataset=digits gives feature "
                                           r"vectors of 64 values: use model\.name=mlp"):
@@ -159,3 +191,13 @@ def test_component_values_are_checked_when_the_config_is(override, message):
     extra = ["loss.target_storage=topk"] if "target_k" in override else []
     with pytest.raises(ConfigError, match=message):
         Config.load(None, [override, *extra])
+
+
+def test_switch_overrides_apply_in_order_and_the_last_one_wins():
+    base = {"loss": {"name": "elr", "lam": 3.0, "beta": 0.7}, "noise": {"type": "symmetric", "rate": 0.4}}
+    assert apply_overrides(base, ["loss.name=ce", "loss.name=elr"])["loss"] == {"name": "elr", "lam": 3.0, "beta": 0.7}
+    assert apply_overrides(base, ["loss={name: gce, q: 0.7}", "loss.name=elr"])["loss"] == {"name": "elr"}
+    assert apply_overrides(base, ["noise={type: symmetric, rate: 0.2}", "noise.type=asymmetric"])["noise"] == \
+        {"type": "asymmetric", "rate": 0.2}
+    assert apply_overrides(base, ["loss.name=gce", "loss.q=0.5", "loss.name=sce"])["loss"] == {"name": "sce", "q": 0.5}
+    assert apply_overrides({}, ["loss.name=ce"]) == {"loss": {"name": "ce"}}

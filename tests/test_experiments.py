@@ -135,6 +135,9 @@ def test_a_noise_type_switch_drops_the_bases_rate_and_names_carry_no_path():
     assert human.name == "cifar10n-worst-CIFAR-10_human.pt"  # the file's name, not its folders
     assert (human.config.noise.rate, human.config.noise.file) == (0.0, "/data/labels/CIFAR-10_human.pt")
     assert (asym.name, asym.config.noise.rate) == ("asymmetric", 0.4)  # asymmetric reads the rate: kept
+    # two files of one name in two folders: the whole paths tell the runs apart
+    raw["grid"] = {"data.root": ["/data/a/cifar", "/data/b/cifar"]}
+    assert [s.name for s in Sweep.from_dict(raw).expand()] == ["root--data-a-cifar", "root--data-b-cifar"]  # as before
 
 
 def test_sweep_file_errors_are_clear(tmp_path):

@@ -179,7 +179,7 @@ def os_error_text(err: OSError) -> str:
     text = f"{err.filename}: {err.strerror}" if err.filename is not None else err.strerror
     if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         text += " (free space, or choose a folder on another disk)"
-    elif err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    elif err.errno == errno.EROFS:
         text += " (choose a folder you can write)"
     return text
 

@@ -118,7 +118,7 @@ class Config:
     method: str = "standard"
     data: DataConfig = field(default_factory=DataConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
-    model: Component = field(default_factory=lambda: Component("mlp"))  # with the default digits: a valid run
+    model: Component = field(default_factory=lambda: Component("mlp"))  # from a file: see default_model
     loss: Component = field(default_factory=lambda: Component("elr", {"lam": 3.0, "beta": 0.7}))
     optim: OptimConfig = field(default_factory=OptimConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
@@ -289,6 +289,16 @@ class Config:
                               f"loss.name={self.loss.name!r}; use method=standard for other losses")
 
 
+def default_model(data: Any) -> str:
+    """The model of a config that names none: the MLP for digits' feature vectors, ResNet-8 for images.
+
+    ``data`` is the config's ``data`` mapping as written (None: the defaults, digits). A ``.npz``
+    of feature vectors needs ``model.name: mlp``; ResNet-8 on them is refused naming both keys.
+    """
+    dataset = data.get("dataset", DataConfig.dataset) if isinstance(data, dict) else DataConfig.dataset
+    return "mlp" if dataset == "digits" else "resnet8"
+
+
 # ---- switching a section -------------------------------------------------------------------
 
 # The key that chooses what a section is: a new value starts the section afresh, keeping only the
@@ -323,19 +333,27 @@ def switched(section: str, current: Any, choice: Any) -> dict[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with ``a.b.c=value`` strings applied; values are parsed as YAML.
+    """Return a copy of ``raw`` with ``a.b.c=value`` strings applied in order; values are parsed as YAML.
 
-    A switch (``model.name``, ``loss.name``, ``noise.type``) to another value replaces its section
-    first (see :func:`switched`), whatever its place among the overrides; the other overrides of the
-    section then apply to the new one.
+    A switch (``model.name``, ``loss.name``, ``noise.type``) rebuilds its section from the section
+    as it was before the overrides (or as a whole-section override last gave it): the same choice
+    keeps it, another keeps what the new choice reads (:func:`switched`); the keys of the section
+    given by earlier overrides stay on top. So ``loss.lam=1 loss.name=elr_kl`` keeps ``lam=1``,
+    and the last of several switches wins.
     """
     result = copy.deepcopy(raw)
-    parsed = [_parse_override(item) for item in overrides]
-    switches = [f"{section}.{key}" for section, key in SWITCHES.items()]
-    for item, key, value in sorted(parsed, key=lambda p: p[1] not in switches):  # stable: switches first
+    base = {section: copy.deepcopy(result.get(section)) for section in SWITCHES}
+    given: dict[str, dict[str, Any]] = {section: {} for section in SWITCHES}
+    for item in overrides:
+        item, key, value = _parse_override(item)
         parts = key.split(".")
-        if key in switches and isinstance(result.get(parts[0]), dict):
-            result[parts[0]] = switched(parts[0], result[parts[0]], value)
+        section = parts[0]
+        if section in SWITCHES and len(parts) == 1:  # a whole section: the new starting point
+            base[section], given[section] = copy.deepcopy(value), {}
+        elif section in SWITCHES and len(parts) == 2 and isinstance(result.get(section, {}), dict):
+            if parts[1] == SWITCHES[section]:
+                result[section] = {**switched(section, base[section] or {}, value), **given[section]}
+            given[section][parts[1]] = value
         node = result
         for part in parts[:-1]:
             child = node.get(part)
@@ -344,7 +362,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
             node = child
-        node[parts[-1]] = value
+        node[parts[-1]] = copy.deepcopy(value)
     return result
 
 
@@ -381,6 +399,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
                           f"valid keys: {', '.join(known)}")
     defaults = cls()
     kwargs = {}
+    if cls is Config:  # the model a config does not name follows its data
+        defaults.model = kwargs["model"] = Component(default_model(raw.get("data")))
     for name, value in raw.items():
         current = getattr(defaults, name)
         if isinstance(current, Component) and isinstance(value, dict) and "name" not in value:

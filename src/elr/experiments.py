@@ -173,29 +173,31 @@ class Sweep:
     def expand(self) -> list[RunSpec]:
         """Every run of the sweep, each config validated; the first invalid run raises SweepError."""
         keys = list(self.grid)
+        runs = [(label, over, dict(zip(keys, combo))) for label, over in self.methods.items()
+                for combo in itertools.product(*(self.grid[k] for k in keys))]
+        short = [run_name(label, settings) for label, _, settings in runs]
+        full = [run_name(label, settings, paths="whole") for label, _, settings in runs]
+        names = short if len(set(short)) == len(set(full)) else full  # files of one name in two folders
         specs: list[RunSpec] = []
         seen: dict[str, dict[str, Any]] = {}
-        for label, method_over in self.methods.items():
-            for combo in itertools.product(*(self.grid[k] for k in keys)):
-                settings = dict(zip(keys, combo))
-                name = run_name(label, settings)
-                where = f"sweep {self.name!r}: run {name}"
-                try:
-                    raw = merge(self.base, method_over)
-                    for key, value in settings.items():
-                        raw = merge(raw, {key: value})
-                    for rule in self.rules:
-                        if rule.matches(label, Config.from_dict(raw).to_dict()):
-                            raw = merge(raw, rule.set)
-                    raw = apply_overrides(raw, self.overrides)
-                    config = Config.from_dict(raw).validate()
-                except ConfigError as err:
-                    raise SweepError(f"{where}: {err}") from None
-                if name in seen:
-                    raise SweepError(f"sweep {self.name!r}: two runs get the directory {name!r} "
-                                     f"(settings {seen[name]} and {settings}); give distinct values or labels")
-                seen[name] = {"method": label, **settings}
-                specs.append(RunSpec(name, label, _jsonable(settings), config, len(specs)))
+        for (label, method_over, settings), name in zip(runs, names):
+            where = f"sweep {self.name!r}: run {name}"
+            try:
+                raw = merge(self.base, method_over)
+                for key, value in settings.items():
+                    raw = merge(raw, {key: value})
+                for rule in self.rules:
+                    if rule.matches(label, Config.from_dict(raw).to_dict()):
+                        raw = merge(raw, rule.set)
+                raw = apply_overrides(raw, self.overrides)
+                config = Config.from_dict(raw).validate()
+            except ConfigError as err:
+                raise SweepError(f"{where}: {err}") from None
+            if name in seen:
+                raise SweepError(f"sweep {self.name!r}: two runs get the directory {name!r} "
+                                 f"(settings {seen[name]} and {settings}); give distinct values or labels")
+            seen[name] = {"method": label, **settings}
+            specs.append(RunSpec(name, label, _jsonable(settings), config, len(specs)))
         return specs
 
 
@@ -283,28 +285,32 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-.") or "_"
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, str) and ("/" in value or "\\" in value):
+def _text(value: Any, paths: str = "name") -> str:
+    if paths == "name" and isinstance(value, str) and ("/" in value or "\\" in value):
         return Path(value.replace("\\", "/")).name  # a file's name, not where it lies
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "none"
     if isinstance(value, (list, tuple)):
-        return "_".join(_text(v) for v in value)
+        return "_".join(_text(v, paths) for v in value)
     return str(value)
 
 
-def _part(key: str, value: Any) -> str:
+def _part(key: str, value: Any, paths: str = "name") -> str:
     if isinstance(value, dict):  # e.g. noise {type: symmetric, rate: 0.4} -> symmetric-0.4
-        words = [(k if v else f"no-{k}") if isinstance(v, bool) else _text(v) for k, v in value.items()]
+        words = [(k if v else f"no-{k}") if isinstance(v, bool) else _text(v, paths) for k, v in value.items()]
         return _slug("-".join(words))
-    return _slug(f"{key.rsplit('.', 1)[-1]}-{_text(value)}")
+    return _slug(f"{key.rsplit('.', 1)[-1]}-{_text(value, paths)}")
 
 
-def run_name(label: str | None, settings: dict[str, Any]) -> str:
-    """Directory of a run inside the sweep, e.g. ``ELR-cosine/symmetric-0.4/seed-0``."""
-    parts = ([_slug(label)] if label is not None else []) + [_part(k, v) for k, v in settings.items()]
+def run_name(label: str | None, settings: dict[str, Any], *, paths: str = "name") -> str:
+    """Directory of a run inside the sweep, e.g. ``ELR-cosine/symmetric-0.4/seed-0``.
+
+    A path among the settings is named by its file's name (``paths="name"``); :meth:`Sweep.expand`
+    uses the whole path (``paths="whole"``, slashes as dashes) only when two files share a name.
+    """
+    parts = ([_slug(label)] if label is not None else []) + [_part(k, v, paths) for k, v in settings.items()]
     return "/".join(parts) or "run"
 
 

@@ -768,8 +768,8 @@ def check_loss_params(name: str, params: dict[str, object]) -> None:
     """
     if name == "forward":
         return
-    k = params.get("target_k")
-    classes = k if isinstance(k, int) and not isinstance(k, bool) and k >= 2 else 2
+    k = params.get("target_k", inspect.signature(ELRLoss).parameters["target_k"].default)
+    classes = max(2, k) if isinstance(k, int) and not isinstance(k, bool) else 2  # admits any valid target_k
     try:
         create_loss(name, num_examples=1, num_classes=classes, **params)
     except TypeError as err:  # a value of a type the constructor cannot even compare

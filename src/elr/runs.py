@@ -527,6 +527,7 @@ def _resume_locked(config: Config, run_dir: Path, progress: Progress | None, dev
         )
     runtime = resolve_runtime(config, device, distributed)
     prepared = prepare_data(config, runtime.device)
+    _check_classes(run_dir, prepared, "refusing to resume")
     _check_noisy_labels(run_dir, state, prepared, "refusing to resume")
     method = build_method(config, prepared, runtime, _saved_transition(config, run_dir), from_checkpoint=True)
     if distributed is not None:
@@ -557,6 +558,7 @@ def restore_run(run_dir: str | Path, *, device: str | None = None, verb: str = "
     state = rundir.load_checkpoint(run_dir)
     runtime = resolve_runtime(config, device)
     prepared = prepare_data(config, runtime.device)
+    _check_classes(run_dir, prepared, f"nothing to {verb}")
     if match_labels:
         _check_noisy_labels(run_dir, state, prepared, f"its targets cannot be matched to the examples; nothing to "
                                                       f"{verb}")
@@ -564,6 +566,17 @@ def restore_run(run_dir: str | Path, *, device: str | None = None, verb: str = "
     method.load_state_dict(state["method"])
     method.eval()
     return config, prepared, method, state
+
+
+def _check_classes(run_dir: Path, prepared: PreparedData, consequence: str) -> None:
+    """The data must still give the classes the run's model was built for (``classes.json``)."""
+    saved = (rundir.read_classes(run_dir) or {}).get("class_names")
+    if saved is None or len(saved) == len(prepared.class_names):
+        return
+    raise ValueError(f"{run_dir} was trained on {len(saved)} classes ({rundir.CLASSES}) but its data now read as "
+                     f"{len(prepared.class_names)}: the data changed, or it is a .npz without class_names and "
+                     f"fewer than 10 labels, which earlier elr read as the 10 CIFAR-10 classes (train the run "
+                     f"again); {consequence}")
 
 
 def _check_noisy_labels(run_dir: Path, state: dict[str, Any], prepared: PreparedData, consequence: str) -> None:

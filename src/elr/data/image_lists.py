@@ -146,7 +146,8 @@ def read_image_folder(root: str | Path) -> ImageSets:
     paths, labels, classes = _read_split_folder(root / "train", None)
     if not paths:
         raise ValueError(f"{root / 'train'} holds no images; expected {layout}")
-    empty = [name for i, name in enumerate(classes) if i not in set(labels)]
+    present = set(labels)
+    empty = [name for i, name in enumerate(classes) if i not in present]
     if empty:
         raise ValueError(f"{root / 'train' / empty[0]} holds no images: every class folder of the training set needs "
                          f"at least one (remove the folder, or add its images)")
@@ -253,11 +254,11 @@ def read_label_files(root: str | Path, label_file: str | Path, test_label_file: 
     train = files["train"]
     mapping = None
     if _is_index(train.labels[0]):  # every label is an index (checked above)
-        given = [int(v) for v in train.labels + (train.true_labels or [])]
-        num_classes = max(given) + 1
-        missing = sorted(set(range(num_classes)) - set(given))
-        if missing:
-            raise ValueError(f"{train.file}: labels are class indices 0 .. {num_classes - 1}, but class {missing[0]} "
+        given = sorted({int(v) for v in train.labels + (train.true_labels or [])})
+        num_classes = given[-1] + 1
+        if len(given) != num_classes:  # a gap: the first class index without a line
+            missing = next(i for i, v in enumerate(given) if v != i)
+            raise ValueError(f"{train.file}: labels are class indices 0 .. {num_classes - 1}, but class {missing} "
                              f"has no line; number the classes 0 .. K-1 without gaps, or write class names")
         class_names = [str(i) for i in range(num_classes)]
         every = [v for r in files.values() for v in (r.labels + (r.true_labels or []))]

@@ -281,11 +281,11 @@ def check_classes(y_train: np.ndarray, y_test: np.ndarray, num_classes: int, whe
     A label beyond the classes, or a class without a training example, would otherwise become a
     class of its own that nothing teaches (and label noise would flip labels into it).
     """
-    counts = np.bincount(y_train, minlength=num_classes)
-    if len(counts) > num_classes:
+    if len(y_train) and int(y_train.max()) >= num_classes:  # before bincount, which would size itself by it
         at = int(np.argmax(y_train >= num_classes))
         raise ValueError(f"{where}: {train} holds label {int(y_train[at])} at position {at}, but there are "
                          f"{num_classes} classes (0 .. {num_classes - 1})")
+    counts = np.bincount(y_train, minlength=num_classes)
     empty = np.flatnonzero(counts == 0)
     if len(empty):
         named = ", ".join(str(int(c)) for c in empty[:5]) + (", ..." if len(empty) > 5 else "")
@@ -331,6 +331,8 @@ def read_npz(path: str | Path, *, name: str = "cifar10") -> RawData:
         raise FileNotFoundError(f"npz file {path} not found (expected arrays {', '.join(_NPZ_KEYS)})")
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty str, got {name!r}")
+    with open(path, "rb"):  # an unreadable file says so, not "not an archive"
+        pass
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not an .npz archive (a zip of .npy arrays, as np.savez writes) holding "
                          f"{', '.join(_NPZ_KEYS)}")
@@ -369,7 +371,13 @@ def read_npz(path: str | Path, *, name: str = "cifar10") -> RawData:
             raise ValueError(f"{path}: {key} holds label {top} but class_names names {len(class_names)} classes "
                              f"(0 .. {len(class_names) - 1})")
     else:
-        top = int(y_train.max())
+        present = np.unique(y_train)
+        top = int(present[-1])
+        if len(present) != top + 1:  # a gap, or a stray large label: named before any list of K names is built
+            missing = [i for i, v in zip(range(top + 1), present) if v != i][:1] or [len(present)]
+            raise ValueError(f"{path}: y_train has no example of class {missing[0]} of 0 .. {top} (without "
+                             f"class_names the classes are 0 .. max(y_train)); number the classes 0 .. K-1 "
+                             f"without gaps (each one in y_train)")
         class_names = list(CIFAR10_CLASSES) if name == "cifar10" and top == 9 else [str(i) for i in range(top + 1)]
     if len(class_names) < 2:
         raise ValueError(f"{path}: y_train holds one class only; a classifier needs two or more")
