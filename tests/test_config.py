@@ -127,6 +127,9 @@ def test_a_config_that_names_no_model_gets_one_for_its_data():
     cfg = Config.load(None, ["data.dataset=npz", "data.root=x", "model.widths=[8, 8, 16]"])  # resnet8's own key
     assert (cfg.model.name, cfg.model.params) == ("resnet8", {"widths": [8, 8, 16]})
     assert Config.load(None, ["model.hidden=[16]"]).model.name == "mlp"  # digits
+    # naming the model it already has keeps its parameters
+    raw = {"data": {"dataset": "npz", "root": "x"}, "model": {"widths": [8, 8, 16]}}
+    assert apply_overrides(raw, ["model.name=resnet8"])["model"] == {"widths": [8, 8, 16], "name": "resnet8"}
 
 
 def test_a_valid_topk_config_is_not_refused_for_the_stand_in_class_count():

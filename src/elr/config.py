@@ -308,14 +308,18 @@ _NOISE_READS = {"none": ("seed",), "symmetric": ("rate", "exclude_true", "seed")
                 "cifar10n": ("label_set", "file"), "cifar100n": ("file",)}
 
 
-def switch_default(section: str) -> Any:
-    """The switch value of ``section`` when a config leaves it out (``loss`` -> ``"elr"``)."""
+def switch_default(section: str, raw: dict[str, Any] | None = None) -> Any:
+    """The switch value of ``section`` when the config ``raw`` leaves it out (``loss`` -> ``"elr"``;
+    ``model`` -> :func:`default_model` of its data)."""
+    if section == "model":
+        return default_model((raw or {}).get("data"))
     default = getattr(Config(), section)
     return default.name if isinstance(default, Component) else getattr(default, SWITCHES[section])
 
 
-def switched(section: str, current: Any, choice: Any) -> dict[str, Any]:
-    """What remains of a section's mapping ``current`` when its switch key becomes ``choice``.
+def switched(section: str, current: Any, choice: Any, raw: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What remains of a section's mapping ``current`` (of the config ``raw``) when its switch key
+    becomes ``choice``.
 
     The same choice keeps everything; a model or loss of another name keeps nothing; a noise model
     of another type keeps the keys that type reads (a switch to cifar10n drops a symmetric rate).
@@ -323,7 +327,7 @@ def switched(section: str, current: Any, choice: Any) -> dict[str, Any]:
     if not isinstance(current, dict):
         return {}
     key = SWITCHES[section]
-    if current.get(key, switch_default(section)) == choice:
+    if current.get(key, switch_default(section, raw)) == choice:
         return dict(current)
     keep = _NOISE_READS.get(choice, ()) if section == "noise" else ()
     return {k: v for k, v in current.items() if k in keep}
@@ -352,7 +356,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             base[section], given[section] = copy.deepcopy(value), {}
         elif section in SWITCHES and len(parts) == 2 and isinstance(result.get(section, {}), dict):
             if parts[1] == SWITCHES[section]:
-                result[section] = {**switched(section, base[section] or {}, value), **given[section]}
+                result[section] = {**switched(section, base[section] or {}, value, result), **given[section]}
             given[section][parts[1]] = value
         node = result
         for part in parts[:-1]:

@@ -262,7 +262,7 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         current = result.get(key)
         if key in SWITCHES and isinstance(value, dict) and isinstance(current, dict):
             if SWITCHES[key] in value:  # another loss, model or noise type starts its section afresh
-                current = switched(key, current, value[SWITCHES[key]])
+                current = switched(key, current, value[SWITCHES[key]], result)
             result[key] = {**current, **copy.deepcopy(value)}
         elif isinstance(value, dict) and isinstance(current, dict):
             result[key] = merge(current, value)
