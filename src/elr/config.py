@@ -520,24 +520,22 @@ def _check_component(section: str, component: Component) -> None:
     except ValueError as err:
         raise ConfigError(f"{section}.name: {err}") from None
     unknown = sorted(set(component.params) - set(accepted))
-    if not unknown:
-        try:
-            if section == "model":
-                from .models.registry import check_model_params
-
-                check_model_params(component.name, component.params)
-            else:
-                from .losses import check_loss_params
-
-                check_loss_params(component.name, component.params)
-        except ValueError as err:
-            raise component_error(section, component.params, err) from None
-        return
     if unknown:
         raise ConfigError(
             f"unknown key {section}.{unknown[0]} for {section} {component.name!r}; "
             f"{did_you_mean(unknown[0], accepted, section + '.')}valid keys: {', '.join(['name', *accepted])}"
         )
+    try:  # the values, by the constructors' own checks (no data needed)
+        if section == "model":
+            from .models.registry import check_model_params
+
+            check_model_params(component.name, component.params)
+        else:
+            from .losses import check_loss_params
+
+            check_loss_params(component.name, component.params)
+    except ValueError as err:
+        raise component_error(section, component.params, err) from None
 
 
 def component_error(section: str, params: dict[str, Any], err: Exception) -> ConfigError:
