@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,29 +30,33 @@ def temporary_beside(path: Path) -> tuple[int, Path]:
             continue
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
+def _write_atomically(path: str | Path, write: Callable[[Any], None]) -> None:
+    """Call ``write(handle)`` on a temporary file beside ``path``, fsync it, then rename over ``path``.
+
+    A failed write leaves no temporary file, and its OSError names ``path`` (a full disk's does not).
+    """
     path = Path(path)
     fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
-        raise _naming(err, path) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+            raise type(err)(err.errno, err.strerror, str(path)) from None
         raise
 
 
-def _naming(err: OSError, path: Path) -> OSError:
-    """A failed write (a full disk has no file name in its error) as the same error naming ``path``."""
-    if err.filename is not None or err.errno is None:
-        return err
-    return type(err)(err.errno, err.strerror, str(path))
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
+    _write_atomically(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 class _KeepWriteError:
@@ -72,32 +77,19 @@ class _KeepWriteError:
         self.handle.flush()
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def _torch_save(state: dict[str, Any], handle) -> None:
+    writer = _KeepWriteError(handle)
+    try:
+        torch.save({"format": FORMAT_VERSION, **state}, writer)
+    except RuntimeError:
+        if writer.error is None:
+            raise
+        raise writer.error from None
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Save ``state`` atomically: a crash leaves either the old or the new checkpoint, never half of one."""
-    path = Path(path)
-    fd, tmp = temporary_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            writer = _KeepWriteError(handle)
-            try:
-                torch.save({"format": FORMAT_VERSION, **state}, writer)
-            except RuntimeError:
-                if writer.error is None:
-                    raise
-                raise writer.error from None
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise _naming(err, path) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _write_atomically(path, lambda handle: _torch_save(state, handle))
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -485,7 +485,11 @@ class _Parser(argparse.ArgumentParser):
     """argparse with its errors in one line, like every other error of ``elr`` (no usage block)."""
 
     def error(self, message: str):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(EXIT_USAGE, _usage_line(self.prog, message) + "\n")
+
+
+def _usage_line(prog: str, message: str) -> str:
+    return f"{prog}: error: {message} (see `{prog} --help`)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -579,8 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
-        print(f"elr {args.command}: error: unrecognized arguments: {' '.join(extra)} "
-              f"(see `elr {args.command} --help`)", file=sys.stderr)
+        print(_usage_line(f"elr {args.command}", f"unrecognized arguments: {' '.join(extra)}"), file=sys.stderr)
         return EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
