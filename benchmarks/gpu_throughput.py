@@ -22,8 +22,8 @@ import statistics
 import torch
 
 from elr.config import MonitorConfig, OptimConfig
-from elr.data import InMemoryDataset
-from elr.engine import Engine, TrainData
+from elr.data import InMemoryDataset, TrainData
+from elr.engine import Engine
 from elr.losses import ELRLoss
 from elr.methods import Runtime, Standard
 from elr.models import create_model

@@ -50,8 +50,10 @@ import torch
 
 from elr import detection_quality, flag_label_issues, label_quality_scores, rundir
 from elr.config import Config, MonitorConfig
-from elr.engine import Engine, TrainData, predict_all
-from elr.runs import PreparedData, build_method, derived_seeds, prepare_data, resolve_runtime, resume, train
+from elr.data import TrainData
+from elr.engine import Engine, predict_all
+from elr.prepare import PreparedData, derived_seeds, prepare_data
+from elr.runs import build_method, resolve_runtime, resume, train
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {"digits": ROOT / "configs" / "cpu" / "digits_elr_sym40.yaml",

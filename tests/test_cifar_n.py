@@ -11,7 +11,8 @@ import torch
 from elr.config import Config, ConfigError
 from elr.data.cifar_n import CIFAR10N_LABEL_SETS, find_label_file, load_label_file, read_cifar_n
 from elr.data.split import stratified_split
-from elr.runs import derived_seeds, prepare_data, train
+from elr.prepare import derived_seeds, prepare_data
+from elr.runs import train
 
 N_TRAIN = 200
 # realised noise rate of each fixture label set (multiples of 1/200, all different)

@@ -160,9 +160,7 @@ def _shards_rebuild_batches(dataset, batch_size):
 
 def test_in_memory_and_file_shards_rebuild_the_one_process_batches(tmp_path):
     from elr.data import InMemoryDataset
-    from elr.data.files import FileDataset
-    from elr.data.image_lists import read_image_folder
-    from elr.data.images import ImageTransform
+    from elr.data import FileDataset, ImageTransform, read_image_folder
 
     rng = np.random.default_rng(0)
     images = InMemoryDataset(rng.integers(0, 255, size=(45, 8, 8, 3), dtype=np.uint8), rng.integers(0, 3, 45),

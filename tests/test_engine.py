@@ -285,7 +285,8 @@ def test_pick_device_checks_this_machine():
 def test_evaluation_never_moves_the_targets(method):
     """Evaluation (test, validation, memorization, gradient terms, detection) reads the banks only."""
     from elr.engine import Engine
-    from elr.runs import build_method, derived_seeds, prepare_data, resolve_runtime
+    from elr.prepare import derived_seeds, prepare_data
+    from elr.runs import build_method, resolve_runtime
 
     over = {"monitor": {"memorization": True, "gradient_terms": method == "standard", "detection": True},
             "optim__epochs": 1}

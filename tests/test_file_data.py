@@ -13,8 +13,9 @@ from elr import rundir
 from elr.config import Config, ConfigError
 from elr.data import (FileDataset, ImageTransform, balanced_quotas, read_clothing1m, read_image_folder,
                       read_label_files, read_webvision)
-from elr.data.real import IMAGENET_MEAN_STD
-from elr.runs import evaluate_run, prepare_data, resume, train
+from elr.data.image_transform import IMAGENET_MEAN_STD
+from elr.prepare import prepare_data
+from elr.runs import evaluate_run, resume, train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 COLORS = [(220, 30, 30), (30, 200, 40), (40, 50, 210), (200, 200, 30), (30, 200, 200)]

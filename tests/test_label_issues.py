@@ -20,7 +20,8 @@ from elr.label_issues import (
     suggest_labels,
 )
 from elr.models import create_model
-from elr.runs import prepare_data, train
+from elr.prepare import prepare_data
+from elr.runs import train
 
 # three examples, three classes: a confident right label, a wrong one, and a tie between two classes
 PROBS = np.array([[0.7, 0.2, 0.1],

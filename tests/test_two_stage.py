@@ -10,7 +10,8 @@ from elr.checkpoint import load_checkpoint
 from elr.cli import main
 from elr.config import Config, ConfigError
 from elr.engine import predict_all
-from elr.runs import build_method, evaluate_run, prepare_data, resolve_runtime, resume, train
+from elr.prepare import prepare_data
+from elr.runs import build_method, evaluate_run, resolve_runtime, resume, train
 
 
 def forward_config(**loss):

@@ -17,7 +17,7 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the key and what is accepted."""
 
 
-FILE_DATASETS = ("image_folder", "csv", "clothing1m", "webvision")  # read from image files (elr.file_data)
+FILE_DATASETS = ("image_folder", "csv", "clothing1m", "webvision")  # read from image files (elr.prepare, elr.data.file_dataset)
 _FILE_KEYS = ("image_size", "crop_size", "train_crop", "workers", "batches_per_epoch", "decode_errors",
               "label_file", "test_label_file", "val_label_file", "imagenet_root")
 
@@ -31,7 +31,7 @@ class DataConfig:
     val_fraction: float = 0.0  # noisy validation split held out of the training set (authors: 0.1)
     train_size: int | None = None  # keep a seeded, stratified subset of the training set (CPU presets)
     augment: bool = True  # random crop (padding 4) + horizontal flip for image data
-    # image files (image_folder, csv, clothing1m, webvision) only; see elr.data.files
+    # image files (image_folder, csv, clothing1m, webvision) only; see elr.data.file_dataset
     image_size: int | None = None  # shorter side after resizing; default 256
     crop_size: int | None = None  # square crop fed to the model; default 224 (webvision 227)
     train_crop: str = "random_crop"  # random_crop | random_resized_crop (augment=false: centre crop)

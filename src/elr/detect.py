@@ -17,8 +17,10 @@ import numpy as np
 
 from . import rundir
 from .config import FILE_DATASETS, Config
+from .data.image_transform import load_rgb
 from .evidence import collect_evidence, example_files, missing_targets_reason, truth_known
 from .label_issues import TopKProbs, cleanlab_label_issues, detection_quality, issues_per_class, label_issue_table
+from .prepare import training_images
 
 TARGET_CHOICES = ("last", "selected")  # whose rows elr detect scores: the last epoch's, or the validation-selected one's
 
@@ -268,8 +270,6 @@ def suspect_images(evidence: RunEvidence, index: np.ndarray) -> list[np.ndarray 
     """
     index = np.asarray(index, dtype=np.int64)
     if evidence.examples is not None:
-        from .data.images import load_rgb
-
         images: list[np.ndarray | None] = []
         for path in evidence.examples["path"][index].tolist():
             try:
@@ -282,8 +282,6 @@ def suspect_images(evidence: RunEvidence, index: np.ndarray) -> list[np.ndarray 
             img.thumbnail((128, 128))  # a panel is about an inch wide: no need for more pixels
             images.append(np.asarray(img))
         return images
-    from .runs import training_images
-
     x = training_images(evidence.config)
     if x is None:
         return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -15,7 +14,7 @@ from torch import Tensor
 from . import rundir
 from .checkpoint import capture_rng_state, restore_rng_state
 from .config import MonitorConfig, OptimConfig
-from .data import InMemoryDataset
+from .data import Batches, TrainData
 from .losses import DivergedError, ELRLoss
 from .monitor import gradient_terms, memorization_fractions, target_detection
 from .schedules import learning_rate
@@ -47,27 +46,13 @@ class Progress(Protocol):
     def epoch_end(self, record: dict[str, Any]) -> None: ...
 
 
-@dataclass
-class TrainData:
-    """The datasets of a run: noisy training set, optional noisy validation split, clean test set.
-
-    ``test`` is None when there is none to measure (an ``ELRClassifier`` fit): no ``test_acc``.
-    """
-
-    train: InMemoryDataset
-    test: InMemoryDataset | None = None
-    val: InMemoryDataset | None = None
-    num_classes: int = 0
-    extra_tests: dict[str, Any] = field(default_factory=dict)  # reported as <name>_acc, <name>_top5 (WebVision: imagenet)
-
-
-def predict_all(method: Method, dataset: InMemoryDataset, batch_size: int) -> Tensor:
+def predict_all(method: Method, dataset: Batches, batch_size: int) -> Tensor:
     """Float32 logits for every example of ``dataset`` in order, shape (N, C)."""
     return _predict_read(method, dataset, batch_size)[0]
 
 
 @torch.no_grad()
-def _predict_read(method: Method, dataset: Any, batch_size: int) -> tuple[Tensor, Tensor]:
+def _predict_read(method: Method, dataset: Batches, batch_size: int) -> tuple[Tensor, Tensor]:
     """Logits of the examples the dataset yields and their positions in it (an image file data set
     with ``decode_errors: skip`` leaves unreadable files out)."""
     outs, where = [], []
@@ -78,7 +63,7 @@ def _predict_read(method: Method, dataset: Any, batch_size: int) -> tuple[Tensor
 
 
 @torch.no_grad()
-def evaluate(method: Method, dataset: InMemoryDataset, batch_size: int) -> dict[str, float]:
+def evaluate(method: Method, dataset: Batches, batch_size: int) -> dict[str, float]:
     """Top-1 (and top-5 when there are at least 5 classes) accuracy against the dataset's labels."""
     correct1 = correct5 = None
     for x, y, _ in dataset.batches(batch_size, shuffle=False, train=False):
@@ -276,11 +261,11 @@ class Engine:
             out.update({f"det_{k}": v for k, v in target_detection(banks, train.labels, train.true_labels).items()})
         return out
 
-    def _datasets(self) -> list[Any]:
+    def _datasets(self) -> list[Batches]:
         d = self.data
         return [d.train, *(x for x in (d.test, d.val) if x is not None), *d.extra_tests.values()]
 
-    def _choose_monitor_set(self, seed: int) -> tuple[InMemoryDataset, Tensor] | None:
+    def _choose_monitor_set(self, seed: int) -> tuple[Batches, Tensor] | None:
         """The training examples the monitor measures, and their positions in the training set."""
         train = self.data.train
         wanted = self.monitor.memorization or self.monitor.gradient_terms

@@ -16,14 +16,14 @@ import numpy as np
 import torch
 
 from .config import MonitorConfig, OptimConfig
-from .data import InMemoryDataset, stratified_split
+from .data import InMemoryDataset, TrainData, stratified_split
 from .evidence import evidence_rows
-from .engine import Engine, TrainData
+from .engine import Engine
 from .label_issues import _argmax_flags, _scores, _suggest, check_probabilities
 from .losses import DivergedError, ELRLoss
 from .methods import Runtime, Standard, pick_device
 from .models import create_model
-from .runs import derived_seeds
+from .prepare import derived_seeds
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin

@@ -78,7 +78,7 @@ def save_label_evidence(run_dir: str | Path, config: Config, method: Any, prepar
     """Write the targets (``targets.npy`` or ``targets_topk.npz``, ELR+'s two banks beside them) and
     ``target_sources.npy``, and ``true_labels.npy`` and ``examples.csv`` when known.
 
-    ``method`` is the trained method and ``prepared`` the run's :class:`~elr.runs.PreparedData`.
+    ``method`` is the trained method and ``prepared`` the run's :class:`~elr.prepare.PreparedData`.
     Under torchrun every rank calls this (the held-out predictions run on each, as evaluation does)
     and only the one with ``write`` writes.
     """

@@ -1,4 +1,4 @@
-"""A run from a Config: build data, noise and method, then train, resume or restart it in its run directory."""
+"""A run from a Config: prepare its data, build its method, then train, resume or restart it in its run directory."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import logging
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,39 +19,16 @@ import torch
 from . import __version__, evidence, noise, rundir
 from .distributed import Distributed, attach_target_sync, init_from_env, launched_distributed
 from .config import FILE_DATASETS, Config, ConfigError, check_model_input, component_error
-from .data import InMemoryDataset, read_dataset, stratified_split
-from .data.cifar_n import CIFAR_N, read_cifar_n
-from .data.readers import RawData
+from .data.cifar_n import CIFAR_N
 from .elr_plus import ELRPlus
-from .engine import Engine, Progress, TrainData, evaluate
-from .file_data import prepare_file_data
+from .engine import Engine, Progress, evaluate
 from .losses import create_loss
 from .methods import Runtime, Standard, pick_device
 from .models import create_model, model_params
+from .prepare import PreparedData, derived_seeds, prepare_data
 from .two_stage import estimate_in_run_dir, estimates_transition, forward_params
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PreparedData:
-    """The datasets of a run plus what is saved about its labels."""
-
-    data: TrainData
-    noisy_labels: np.ndarray  # the whole (sub-sampled) training set, before the validation split
-    true_labels: np.ndarray | None  # None when unknown (real-noise image data sets)
-    val_indices: np.ndarray
-    noise_summary: dict[str, Any]
-    class_names: list[str] = field(default_factory=list)
-    label_to_index: dict[str, int] | None = None  # labels written as names in a CSV -> class index
-
-
-def derived_seeds(seed: int) -> dict[str, int]:
-    """Independent seeds for each random choice of a run, all derived from ``config.seed``."""
-    # generate_state(n) is prefix-stable: adding names at the end leaves the earlier seeds unchanged
-    names = ("subset", "noise", "split", "train", "network2", "mixup")
-    words = np.random.SeedSequence(seed).generate_state(len(names))
-    return {name: int(w) for name, w in zip(names, words)}
 
 
 def resolve_runtime(config: Config, device: str | None = None, distributed: Distributed | None = None) -> Runtime:
@@ -77,88 +53,6 @@ def resolve_runtime(config: Config, device: str | None = None, distributed: Dist
         return Runtime(dev, torch.bfloat16 if amp else None, channels_last, config.compile,
                        distributed=True, sync_batchnorm=config.sync_batchnorm)
     return Runtime(dev, torch.bfloat16 if amp else None, channels_last, config.compile)
-
-
-def prepare_data(config: Config, device: torch.device | str = "cpu") -> PreparedData:
-    """Read the data set, keep the configured subset, apply label noise, split off validation."""
-    d = config.data
-    if d.dataset in FILE_DATASETS:  # image files decoded by DataLoader workers (elr.file_data)
-        return prepare_file_data(config, device)
-    raw, keep = _read_training_set(config)
-    seeds = derived_seeds(config.seed)
-    x_train, y_true = raw.x_train, np.asarray(raw.y_train, dtype=np.int64)
-    num_classes = len(raw.class_names) if raw.class_names else int(max(y_true.max(), raw.y_test.max()) + 1)
-    y_all = y_true  # CIFAR-N labels the whole training set: the subset is taken from them too
-    if keep is not None:
-        x_train, y_true = x_train[keep], y_true[keep]
-
-    n = config.noise
-    noise_seed = n.seed if n.seed is not None else seeds["noise"]
-    if n.type in CIFAR_N:
-        noisy = _human_labels(config, y_all, num_classes)
-        noisy = noisy if keep is None else noisy[keep]
-    elif n.type == "none" or n.rate == 0:
-        noisy = y_true.copy()
-    elif n.type == "symmetric":
-        noisy = noise.symmetric(y_true, n.rate, num_classes, seed=noise_seed, exclude_true=n.exclude_true)
-    else:
-        kind = d.dataset if d.dataset in ("cifar10", "cifar100") else {10: "cifar10", 100: "cifar100"}.get(num_classes)
-        if kind is None:
-            raise ConfigError("noise.type=asymmetric needs CIFAR-10 or CIFAR-100 classes (10 or 100)")
-        noisy = noise.asymmetric(y_true, n.rate, dataset=kind, seed=noise_seed)
-    summary = noise.summary(noisy, y_true, num_classes)
-
-    if d.val_fraction > 0:
-        train_idx, val_idx = stratified_split(noisy, d.val_fraction, seed=seeds["split"])
-    else:
-        train_idx, val_idx = np.arange(len(noisy)), np.zeros(0, dtype=np.int64)
-
-    common = {"mean": raw.mean, "std": raw.std, "class_names": raw.class_names}
-    images = np.asarray(x_train).ndim == 4
-    train = InMemoryDataset(x_train[train_idx], noisy[train_idx], true_labels=y_true[train_idx],
-                            augment=d.augment and images, **common)
-    val = (InMemoryDataset(x_train[val_idx], noisy[val_idx], true_labels=y_true[val_idx], **common)
-           if len(val_idx) else None)
-    test = InMemoryDataset(raw.x_test, np.asarray(raw.y_test, dtype=np.int64), **common)
-    data = TrainData(train=train.to(device), test=test.to(device),
-                     val=val.to(device) if val is not None else None, num_classes=num_classes)
-    return PreparedData(data, noisy, y_true, val_idx, summary, list(raw.class_names or []))
-
-
-def _read_training_set(config: Config) -> tuple[RawData, np.ndarray | None]:
-    """An in-memory data set as read, and the positions of the configured training subset (None: all)."""
-    d = config.data
-    raw = read_dataset(d.dataset, d.root)
-    if d.train_size is None or d.train_size >= len(raw.y_train):
-        return raw, None
-    y = np.asarray(raw.y_train, dtype=np.int64)
-    return raw, stratified_split(y, d.train_size / len(y), seed=derived_seeds(config.seed)["subset"])[1]
-
-
-def training_images(config: Config) -> np.ndarray | None:
-    """The training inputs of an in-memory run in ``noisy_labels.npy`` order, as images to look at.
-
-    uint8 (N, H, W, C) for image data, (N, H, W) for features that are pixels (digits); None for
-    other feature vectors and for image-file data sets (their files are listed in examples.csv).
-    """
-    if config.data.dataset in FILE_DATASETS:
-        return None
-    raw, keep = _read_training_set(config)
-    x = raw.x_train if keep is None else raw.x_train[keep]
-    if raw.is_image:
-        return np.asarray(x)
-    if raw.pixels is None:
-        return None
-    return (np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0) * 255).round().astype(np.uint8).reshape(-1, *raw.pixels)
-
-
-def _human_labels(config: Config, y_all: np.ndarray, num_classes: int) -> np.ndarray:
-    """CIFAR-N's noisy labels for the whole training set (``y_all``, checked against the file)."""
-    n = config.noise
-    expected = CIFAR_N[n.type][1]
-    if num_classes != expected:
-        raise ConfigError(f"noise.type={n.type} needs a data set of {expected} classes, got {num_classes}")
-    return read_cifar_n(n.type, label_set=n.label_set, true_labels=y_all, file=n.file, root=config.data.root)
 
 
 def true_transition(config: Config, num_classes: int) -> np.ndarray:

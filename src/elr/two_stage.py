@@ -79,7 +79,8 @@ def forward_params(config: Config) -> dict[str, Any]:
 def estimate_in_run_dir(config: Config, run_dir: Path, *, progress: Any = None, device: str | None = None) -> np.ndarray:
     """Train, resume or reuse stage 1 in ``run_dir/stage1_ce``, estimate ``T``, save and return it."""
     from .engine import predict_all
-    from .runs import build_method, prepare_data, resolve_runtime, train_or_resume
+    from .prepare import prepare_data
+    from .runs import build_method, resolve_runtime, train_or_resume
 
     stage_dir = rundir.stage1_dir(run_dir)
     ce = stage1_config(config)

@@ -1,13 +1,15 @@
-"""Data: readers to NumPy arrays, stratified splits, device-side augmentation, in-memory indexed datasets."""
+"""Data: readers to NumPy arrays or file lists, stratified splits, batch augmentation, and the data sets the engine reads."""
 
 from .augment import apply_crop_flip, draw_crop_flip, random_crop_flip
-from .dataset import InMemoryDataset, from_raw
+from .batches import Batches, TrainData
+from .in_memory_dataset import InMemoryDataset, from_raw
 from .readers import RawData, read_cifar, read_dataset, read_digits, read_npz
 from .split import stratified_split
-from .files import FileDataset, balanced_quotas
-from .image_lists import ImageList, ImageSets, read_image_folder, read_label_files
-from .images import ImageTransform
-from .real import read_clothing1m, read_webvision
+from .file_dataset import FileDataset, balanced_quotas
+from .file_lists import ImageList, ImageSets, read_image_folder, read_label_files
+from .image_transform import ImageTransform
+from .clothing1m import read_clothing1m
+from .webvision import read_webvision
 
 __all__ = [
     "RawData",
@@ -19,6 +21,8 @@ __all__ = [
     "random_crop_flip",
     "draw_crop_flip",
     "apply_crop_flip",
+    "Batches",
+    "TrainData",
     "InMemoryDataset",
     "from_raw",
     "FileDataset",

@@ -10,10 +10,11 @@ from torch import Tensor
 
 from ..device import to_device
 
-__all__ = ["random_crop_flip", "draw_crop_flip", "apply_crop_flip"]
+__all__ = ["random_crop_flip", "draw_crop_flip", "apply_crop_flip", "check_generator"]
 
 
-def _check_generator(generator) -> torch.Generator:
+def check_generator(generator) -> torch.Generator:
+    """``generator`` if it is a CPU ``torch.Generator`` (every data set draws from one); else a ValueError."""
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a CPU torch.Generator, got {type(generator).__name__}")
     if generator.device.type != "cpu":
@@ -51,7 +52,7 @@ def draw_crop_flip(
         Row and column of each crop's corner in the padded image.
     flips : Tensor, bool, shape (B,), on the CPU
     """
-    _check_generator(generator)
+    check_generator(generator)
     padding = _check_padding(padding)
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 0:
         raise ValueError(f"batch_size must be a non-negative int, got {batch_size!r}")

@@ -12,9 +12,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from .augment import _check_generator
-from .image_lists import ImageList
-from .images import ImageTransform, load_rgb, pillow
+from .augment import check_generator
+from .file_lists import ImageList
+from .image_transform import ImageTransform, load_rgb, pillow
 
 __all__ = ["FileDataset", "balanced_quotas"]
 
@@ -253,7 +253,7 @@ class FileDataset:
             if generator is None:
                 raise ValueError("generator is required when shuffling or augmenting: pass "
                                  "torch.Generator().manual_seed(seed)")
-            _check_generator(generator)
+            check_generator(generator)
         index = self._draw(generator) if shuffle else np.arange(len(self))
         # one 62-bit seed for the epoch's crops and flips, drawn after the order
         epoch_seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if augmenting else None

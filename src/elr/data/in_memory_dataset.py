@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .augment import _check_generator, apply_crop_flip, draw_crop_flip, random_crop_flip
+from .augment import check_generator, apply_crop_flip, draw_crop_flip, random_crop_flip
 from .readers import RawData
 
 __all__ = ["InMemoryDataset", "from_raw"]
@@ -385,7 +385,7 @@ class InMemoryDataset:
             if generator is None:
                 raise ValueError("generator is required when shuffling or augmenting: pass "
                                  "torch.Generator().manual_seed(seed)")
-            _check_generator(generator)
+            check_generator(generator)
         n = len(self)
         if shuffle:
             order = torch.randperm(n, generator=generator).to(self.device)

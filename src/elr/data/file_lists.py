@@ -1,4 +1,4 @@
-"""Lists of labelled image files: the user's image folders (one sub-folder per class) and CSV/TSV label files."""
+"""Lists of labelled image files: image folders (one sub-folder per class), CSV/TSV label files, `<path> <label>` lists."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import IMAGE_EXTENSIONS
+from .image_transform import IMAGE_EXTENSIONS
 
-__all__ = ["ImageList", "ImageSets", "read_image_folder", "read_label_files", "check_files_exist"]
+__all__ = ["ImageList", "ImageSets", "read_image_folder", "read_label_files", "check_files_exist", "encode_paths",
+           "class_folder_files", "read_lines", "path_and_label", "checked_list"]
 
 
 @dataclass
@@ -78,7 +79,8 @@ class ImageSets:
     label_to_index: dict[str, int] | None = None
 
 
-def _encode(paths: list[str]) -> np.ndarray:
+def encode_paths(paths: list[str]) -> np.ndarray:
+    """Paths as one NumPy array of UTF-8 bytes (what :class:`ImageList` holds)."""
     return np.array([p.encode("utf-8") for p in paths], dtype=bytes) if paths else np.zeros(0, dtype="S1")
 
 
@@ -92,7 +94,7 @@ def check_files_exist(images: ImageList) -> None:
 # ---- image folders -------------------------------------------------------------------------------
 
 
-def _class_folder_files(folder: Path) -> list[str]:
+def class_folder_files(folder: Path) -> list[str]:
     """Image files under ``folder`` (recursively, sorted), relative to its parent's parent."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
@@ -124,7 +126,7 @@ def _read_split_folder(split_dir: Path, classes: list[str] | None) -> tuple[list
                              f"(classes: {', '.join(classes)})")
     paths, labels = [], []
     for p in entries:
-        files = _class_folder_files(p)
+        files = class_folder_files(p)
         paths += [os.path.relpath(f, split_dir) for f in files]
         labels += [classes.index(p.name)] * len(files)
     return paths, labels, classes
@@ -156,9 +158,9 @@ def read_image_folder(root: str | Path) -> ImageSets:
         p, y, _ = _read_split_folder(root / part, classes)
         if not p:
             raise ValueError(f"{root / part} holds no images")
-        return ImageList(str(root / part), _encode(p), np.asarray(y, dtype=np.int64), source=str(root / part))
+        return ImageList(str(root / part), encode_paths(p), np.asarray(y, dtype=np.int64), source=str(root / part))
 
-    train = ImageList(str(root / "train"), _encode(paths), np.asarray(labels, dtype=np.int64), source=str(root / "train"))
+    train = ImageList(str(root / "train"), encode_paths(paths), np.asarray(labels, dtype=np.int64), source=str(root / "train"))
     val = split("val") if (root / "val").is_dir() else None
     return ImageSets("image_folder", classes, train, split("test"), val)
 
@@ -278,8 +280,41 @@ def read_label_files(root: str | Path, label_file: str | Path, test_label_file: 
 
     lists = {}
     for part, rows in files.items():
-        lists[part] = ImageList(str(root), _encode(rows.paths), to_indices(rows, rows.labels),
+        lists[part] = ImageList(str(root), encode_paths(rows.paths), to_indices(rows, rows.labels),
                                 None if rows.true_labels is None else to_indices(rows, rows.true_labels),
                                 str(rows.file), np.asarray(rows.lines, dtype=np.int64))
         check_files_exist(lists[part])
     return ImageSets("csv", class_names, lists["train"], lists["test"], lists.get("val"), label_to_index=mapping)
+
+
+# ---- text lists of '<path> <label>' lines (the benchmarks' layouts) -------------------------------
+
+
+def read_lines(file: Path) -> list[tuple[int, str]]:
+    """Non-blank lines of a text file with their 1-based numbers."""
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} not found")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{file}: not UTF-8 text ({exc})") from None
+    return [(k, line.strip()) for k, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def path_and_label(file: Path, line: int, text: str, num_classes: int) -> tuple[str, int]:
+    """Line ``line`` of ``file`` as ``<image path> <integer label>``, the label in [0, num_classes)."""
+    parts = text.split()
+    if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+        raise ValueError(f"{file} line {line}: expected '<image path> <integer label>', got {text!r}")
+    label = int(parts[1])
+    if label < 0 or label >= num_classes:
+        raise ValueError(f"{file} line {line}: label {label} is outside the class list [0, {num_classes})")
+    return parts[0], label
+
+
+def checked_list(root: Path, paths: list[str], ys: list[int], file: Path, lines: list[int]) -> ImageList:
+    """The list read from ``file`` (with its line numbers for errors), every image checked to exist."""
+    images = ImageList(str(root), encode_paths(paths), np.asarray(ys, dtype=np.int64), None, str(file),
+                       np.asarray(lines, dtype=np.int64))
+    check_files_exist(images)
+    return images

@@ -7,10 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageTransform", "load_rgb", "pillow"]
+__all__ = ["IMAGE_EXTENSIONS", "IMAGENET_MEAN_STD", "ImageTransform", "load_rgb", "pillow"]
 
 # What an image folder may hold; any other (non-hidden) file there is reported, never skipped silently.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+# Per-channel (mean, std) in [0, 1] pixel units: WebVision and the user's own images, as in the authors' transforms.
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 TRAIN_CROPS = ("random_crop", "random_resized_crop", "none")
 
