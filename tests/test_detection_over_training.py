@@ -18,7 +18,7 @@ from elr.label_issues import TopKProbs, detection_quality, label_issue_table
 from elr.runs import resume, train
 
 from test_detect_runs import StopAfter, assert_last_detection_is_of
-from test_file_data import image_folder, small_run
+from test_image_files import image_folder, small_run
 from test_label_issues import digits_config
 
 EPOCHS, SELECTED = 8, 5  # digits_config's noisy validation split peaks at epoch 5 of 8 (constant lr)

@@ -14,13 +14,14 @@ from elr.data import Batches, FileDataset, ImageList, ImageTransform, InMemoryDa
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "elr"
 
-# what preparing data may not reach, even inside a function: it sits below the runs and the engine
-ABOVE_DATA = {"elr.runs", "elr.engine", "elr.two_stage", "elr.experiments"}
-
 
 def imported_modules(path: Path) -> dict[str, int]:
-    """Every elr module ``path`` imports (top level or inside functions), with the line of the first import."""
-    package = "elr" if path.parent == SRC else "elr." + ".".join(path.parent.relative_to(SRC).parts)
+    """Every elr module ``path`` imports (top level or inside functions), with the line of the first import.
+
+    ``from X import name`` counts X and ``X.name`` (name may be a module: ``from elr import runs``).
+    """
+    inside = path.parent.is_relative_to(SRC) and path.parent != SRC
+    package = "elr." + ".".join(path.parent.relative_to(SRC).parts) if inside else "elr"
     found: dict[str, int] = {}
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -29,8 +30,7 @@ def imported_modules(path: Path) -> dict[str, int]:
             base = package.split(".")
             base = base[: len(base) - node.level + 1] if node.level else []
             module = ".".join([*base, *(node.module.split(".") if node.module else [])])
-            # "from . import noise" imports the module elr.noise
-            names = [module] if node.module else [f"{module}.{alias.name}" for alias in node.names]
+            names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
         else:
             continue
         for name in names:
@@ -39,32 +39,74 @@ def imported_modules(path: Path) -> dict[str, int]:
     return found
 
 
-def test_the_import_reader_sees_relative_and_function_level_imports():
+def module_file(name: str) -> Path | None:
+    """The source file of elr module ``name`` (None for a name that is a function or class, not a module)."""
+    parts = name.split(".")[1:]
+    for candidate in (SRC.joinpath(*parts).with_suffix(".py"), SRC.joinpath(*parts, "__init__.py")):
+        if parts and candidate.is_file():
+            return candidate
+    return None
+
+
+def reached(start: Path) -> dict[str, str]:
+    """Every elr module ``start`` reaches through imports of imports, each with the chain that reaches it."""
+    chains: dict[str, str] = {}
+    todo = [(start, str(start.relative_to(SRC)))]
+    while todo:
+        path, chain = todo.pop()
+        for name in imported_modules(path):
+            target = module_file(name)
+            if target is None or name in chains:
+                continue
+            chains[name] = f"{chain} -> {name}"
+            todo.append((target, chains[name]))
+    return chains
+
+
+def _allowed(name: str, allowed: set[str]) -> bool:
+    return name in ("elr", "elr.data") or any(name == a or name.startswith(a + ".") for a in allowed)
+
+
+def test_the_import_reader_sees_every_form_of_import(tmp_path):
     dataset = imported_modules(SRC / "data" / "in_memory_dataset.py")
     assert "elr.distributed" in dataset  # `from ..distributed import shard_positions` inside a method
     assert "elr.data.augment" in dataset
     assert "elr.noise" in imported_modules(SRC / "prepare.py")  # `from . import noise`
     assert "elr.runs" in imported_modules(SRC / "two_stage.py")  # a function-level import, above the data
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from elr import runs\n    import elr.engine\n")
+    assert {"elr.runs", "elr.engine"} <= set(imported_modules(probe))
+    assert "elr.runs" in reached(SRC / "two_stage.py")
 
 
-def test_preparing_data_imports_nothing_from_runs_engine_or_experiments():
-    files = [SRC / "prepare.py", *sorted((SRC / "data").glob("*.py"))]
+def test_the_data_package_reaches_nothing_above_itself():
+    files = sorted((SRC / "data").glob("*.py"))
     assert len(files) >= 12
-    wrong = [f"{p.relative_to(SRC)} line {line}: {name}" for p in files for name, line in imported_modules(p).items()
-             if any(name == above or name.startswith(above + ".") for above in ABOVE_DATA)]
+    allowed = {"elr.data", "elr.device", "elr.distributed"}  # copies to the device, the rank's share of a batch
+    wrong = [chain for p in files for name, chain in reached(p).items() if not _allowed(name, allowed)]
     assert not wrong, sorted(wrong)
+
+
+def test_preparing_data_imports_only_config_noise_and_data():
+    allowed = {"elr.config", "elr.noise", "elr.data"}
+    wrong = [f"line {line}: {name}" for name, line in imported_modules(SRC / "prepare.py").items()
+             if not _allowed(name, allowed)]
+    assert not wrong, wrong
     assert not (SRC / "file_data.py").exists()  # the second copy of the spine is gone
+
+
+LABELS, TRUE = [0, 1, 2, 0, 1, 2, 2], [0, 1, 2, 0, 1, 1, 2]
 
 
 def _tiny_files(tmp_path: Path) -> FileDataset:
     from PIL import Image
 
     paths = []
-    for i in range(6):
+    for i in range(len(LABELS)):
         name = f"{i}.png"
-        Image.fromarray(np.full((10, 12, 3), 40 * i, dtype=np.uint8)).save(tmp_path / name)
+        Image.fromarray(np.full((10, 12, 3), 30 * i, dtype=np.uint8)).save(tmp_path / name)
         paths.append(name.encode())
-    images = ImageList(str(tmp_path), np.array(paths), np.array([0, 1, 2, 0, 1, 2], dtype=np.int64))
+    images = ImageList(str(tmp_path), np.array(paths), np.array(LABELS, dtype=np.int64), np.array(TRUE, dtype=np.int64))
     return FileDataset(images, transform=ImageTransform(8, 8, "random_crop"), mean=(0.5,) * 3, std=(0.25,) * 3,
                        num_classes=3)
 
@@ -73,43 +115,53 @@ def _members() -> list[str]:
     return [name for name in Batches.__dict__ if not name.startswith("_") or name == "__len__"]
 
 
-def test_both_datasets_implement_the_written_protocol_with_its_signatures(tmp_path):
+def test_both_datasets_implement_the_written_protocol_as_the_engine_reads_it(tmp_path):
     pytest.importorskip("PIL")
     rng = np.random.default_rng(0)
-    datasets = [InMemoryDataset(rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8), [0, 1, 2, 0, 1, 2], augment=True),
-                InMemoryDataset(rng.normal(size=(5, 4)).astype(np.float32), [0, 1, 0, 1, 1]),
+    datasets = [InMemoryDataset(rng.integers(0, 256, (7, 8, 8, 3), dtype=np.uint8), LABELS, true_labels=TRUE,
+                                augment=True, num_classes=3),
+                InMemoryDataset(rng.normal(size=(7, 4)).astype(np.float32), LABELS, true_labels=TRUE, num_classes=3),
                 _tiny_files(tmp_path)]
     members = _members()
     assert {"batches", "num_batches", "__len__", "labels", "true_labels", "num_classes", "device", "to",
             "subset", "sample_shape"} <= set(members)
-    for ds in datasets:
-        assert isinstance(ds, Batches), type(ds).__name__
-        for name in members:
-            spec = Batches.__dict__[name]
-            if isinstance(spec, property):
-                continue
-            ours, theirs = inspect.signature(spec), inspect.signature(getattr(type(ds), name))
-            assert [(p.name, p.kind, p.default) for p in ours.parameters.values()] == \
-                   [(p.name, p.kind, p.default) for p in theirs.parameters.values()], (type(ds).__name__, name)
-        # what the members return, as the engine reads them
-        assert ds.labels.dtype == torch.int64 and ds.labels.shape == (len(ds),)
-        x, y, index = next(iter(ds.batches(4, shuffle=True, generator=torch.Generator().manual_seed(0))))
-        assert tuple(x.shape[1:]) == tuple(ds.sample_shape) and x.dtype == torch.float32
-        assert torch.equal(y, ds.labels[index])
-        assert ds.num_batches(4) == -(-len(ds) // 4)
-        part = ds.subset(torch.tensor([1, 3]))
-        assert isinstance(part, Batches) and torch.equal(part.labels, ds.labels[[1, 3]])
-        assert isinstance(ds.to("cpu"), Batches)
 
-
-def test_something_without_batches_is_not_a_dataset():
-    class Half:  # labels and a length, but no batches
+    class Half:  # labels and a length, but no batches: not a data set
         labels = torch.zeros(3, dtype=torch.int64)
 
         def __len__(self) -> int:
             return 3
 
     assert not isinstance(Half(), Batches)
+    for ds in datasets:
+        name = type(ds).__name__
+        assert isinstance(ds, Batches), name
+        for member in members:  # the methods take exactly the protocol's parameters
+            spec = Batches.__dict__[member]
+            if isinstance(spec, property):
+                continue
+            ours, theirs = inspect.signature(spec), inspect.signature(getattr(type(ds), member))
+            assert [(p.name, p.kind, p.default) for p in ours.parameters.values()] == \
+                   [(p.name, p.kind, p.default) for p in theirs.parameters.values()], (name, member)
+        # the properties, as the engine and the monitor read them
+        assert len(ds) == 7 and ds.num_classes == 3 and ds.device == torch.device("cpu")
+        assert ds.labels.dtype == torch.int64 and ds.labels.tolist() == LABELS
+        assert ds.true_labels.dtype == torch.int64 and ds.true_labels.tolist() == TRUE
+        # a training epoch visits every position once, with its label
+        epoch = list(ds.batches(3, shuffle=True, generator=torch.Generator().manual_seed(0)))
+        assert len(epoch) == ds.num_batches(3) == 3
+        x, y, index = (torch.cat(parts) for parts in zip(*epoch))
+        assert sorted(index.tolist()) == list(range(7)) and torch.equal(y, ds.labels[index])
+        assert tuple(x.shape[1:]) == tuple(ds.sample_shape) and x.dtype == torch.float32
+        # drop_last, and two shards that together are each global batch
+        assert ds.num_batches(3, drop_last=True) == len(list(ds.batches(3, shuffle=False, drop_last=True))) == 2
+        whole = [i.tolist() for _, _, i in ds.batches(4, shuffle=False)]
+        halves = [[i.tolist() for _, _, i in ds.batches(4, shuffle=False, shard=(r, 2))] for r in (0, 1)]
+        assert [sorted(set(a + b)) for a, b in zip(*halves)] == whole, name
+        part = ds.subset(torch.tensor([1, 5]))
+        assert isinstance(part, Batches) and part.labels.tolist() == [1, 2] and part.true_labels.tolist() == [1, 1]
+        moved = ds.to("cpu")
+        assert isinstance(moved, Batches) and torch.equal(moved.labels, ds.labels)
 
 
 def test_the_readme_rooms_name_every_module_and_only_modules_that_exist():

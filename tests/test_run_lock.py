@@ -389,7 +389,8 @@ def test_ctrl_c_before_the_first_checkpoint_names_the_command_into_the_same_fold
     assert err[-1] == (f"interrupted before the first checkpoint; start it again with `elr train --config {config} "
                        f"--out {out} optim.lr=0.04`")
 
-    monkeypatch.setattr("elr.runs.prepare_data", interrupted)  # before anything is written
+    # the name runs calls (imported from elr.prepare): a stop before anything is written
+    monkeypatch.setattr("elr.runs.prepare_data", interrupted)
     assert main(["train", "--config", str(config), "--out", "early"]) == 130
     assert capsys.readouterr().err.splitlines() == ["interrupted before anything was written to early"]
     assert not (tmp_path / "early").exists()

@@ -51,12 +51,12 @@ def prepare_data(config: Config, device: torch.device | str = "cpu") -> Prepared
     d = config.data
     seeds = derived_seeds(config.seed)
     source = _read_source(config)
-    all_labels = source.labels  # CIFAR-N labels the whole training set: the subset is taken from them too
-    keep = _subset(config, all_labels)
+    labels_before_subset = source.labels  # CIFAR-N labels the whole training set: its subset is taken too
+    keep = _subset(config, labels_before_subset, seeds["subset"])
     if keep is not None:
         source = source.take(keep)
 
-    noisy, true = _noisy_labels(config, source, all_labels, keep, seeds["noise"])
+    noisy, true = _noisy_labels(config, source, labels_before_subset, keep, seeds["noise"])
     noisy = np.asarray(noisy, dtype=np.int64)
     if true is not None:
         summary = noise.summary(noisy, true, source.num_classes)
@@ -83,7 +83,7 @@ def training_images(config: Config) -> np.ndarray | None:
     if config.data.dataset in FILE_DATASETS:
         return None
     raw = read_dataset(config.data.dataset, config.data.root)
-    keep = _subset(config, np.asarray(raw.y_train, dtype=np.int64))
+    keep = _subset(config, np.asarray(raw.y_train, dtype=np.int64), derived_seeds(config.seed)["subset"])
     x = raw.x_train if keep is None else raw.x_train[keep]
     if raw.is_image:
         return np.asarray(x)
@@ -95,16 +95,16 @@ def training_images(config: Config) -> np.ndarray | None:
 # ---- the spine's steps ---------------------------------------------------------------------------
 
 
-def _subset(config: Config, labels: np.ndarray) -> np.ndarray | None:
+def _subset(config: Config, labels: np.ndarray, seed: int) -> np.ndarray | None:
     """Positions of the configured training subset (stratified by the given labels); None keeps all."""
     size = config.data.train_size
     if size is None or size >= len(labels):
         return None
-    return stratified_split(labels, size / len(labels), seed=derived_seeds(config.seed)["subset"])[1]
+    return stratified_split(labels, size / len(labels), seed=seed)[1]
 
 
-def _noisy_labels(config: Config, source: _Source, all_labels: np.ndarray, keep: np.ndarray | None,
-                  seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _noisy_labels(config: Config, source: _Source, labels_before_subset: np.ndarray, keep: np.ndarray | None,
+                  derived_seed: int) -> tuple[np.ndarray, np.ndarray | None]:
     """The training labels after the configured noise, and the true labels (None when unknown).
 
     Noise is drawn from the labels as given; with noise the given labels are the true ones unless the
@@ -112,9 +112,9 @@ def _noisy_labels(config: Config, source: _Source, all_labels: np.ndarray, keep:
     """
     n, k = config.noise, source.num_classes
     given, known = source.labels, source.true_labels
-    seed = n.seed if n.seed is not None else seed
+    seed = n.seed if n.seed is not None else derived_seed
     if n.type in CIFAR_N:
-        noisy = _human_labels(config, all_labels, k)
+        noisy = _human_labels(config, labels_before_subset, k)
         noisy = noisy if keep is None else noisy[keep]
     elif n.type == "none" or n.rate == 0:
         return given.copy(), known

@@ -47,10 +47,10 @@ class Batches(Protocol):
     def __len__(self) -> int: ...
 
     def to(self, device: torch.device | str) -> Batches:
-        """The same data set on ``device``."""
+        """The same data set on ``device`` (data preparation places the sets it builds)."""
 
     def subset(self, idx) -> Batches:
-        """The examples at positions ``idx``, re-numbered ``0 .. len(idx) - 1``."""
+        """The examples at positions ``idx`` (ints as a Tensor or array, or a boolean mask), re-numbered ``0 .. len(idx) - 1``."""
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         """Batches a training epoch of ``batch_size`` yields (known before the epoch is drawn)."""

@@ -1,4 +1,4 @@
-"""A data set of image files decoded by DataLoader workers, with the same batch interface as InMemoryDataset."""
+"""A data set of image files decoded by DataLoader workers, following the same Batches protocol as InMemoryDataset."""
 
 from __future__ import annotations
 
@@ -81,9 +81,8 @@ def _collate(items):
 class FileDataset:
     """Labelled image files, decoded with Pillow by ``workers`` DataLoader processes.
 
-    It offers what the engine uses of :class:`~elr.data.InMemoryDataset`: ``batches``,
-    ``num_batches``, ``len``, ``device``, ``labels``, ``true_labels``, ``subset``, ``to`` and
-    ``sample_shape``. All randomness comes from the generator passed to :meth:`batches`, drawn when
+    It follows the :class:`~elr.data.Batches` protocol, as :class:`~elr.data.InMemoryDataset`
+    does, and adds ``take_skipped``. All randomness comes from the generator passed to :meth:`batches`, drawn when
     it is called: the class-balanced draw (with ``epoch_examples``), the order, then one seed for
     the epoch's crops and flips. Each example's crop depends on that seed and its place in the
     epoch only, so batches are identical for any number of workers, and a resumed run (generator

@@ -91,7 +91,8 @@ class InMemoryDataset:
 
     Every example comes with its position, so ELR can keep one target row per example:
     the yielded ``index`` always lies in ``[0, len(dataset))`` and means the position in THIS
-    dataset. :meth:`subset` re-numbers the kept examples ``0 .. len(subset) - 1``.
+    dataset. :meth:`subset` re-numbers the kept examples ``0 .. len(subset) - 1``. It follows the
+    :class:`~elr.data.Batches` protocol the engine reads.
 
     Parameters
     ----------
