@@ -297,7 +297,7 @@ def test_evaluation_never_moves_the_targets(method):
     engine = Engine(build_method(config, prepared, resolve_runtime(config)), prepared.data, optim=config.optim,
                     monitor=config.monitor, eval_batch_size=64, seed=derived_seeds(config.seed)["train"])
     engine.fit()
-    banks = engine.method.target_losses
+    banks = engine.method.target_banks
     before = [bank.targets.clone() for bank in banks]
     assert all(float(b.abs().sum()) > 0 for b in before)  # trained: the rows hold predictions
     record = engine._evaluate()

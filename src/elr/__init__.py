@@ -1,11 +1,10 @@
 """elr: Early-Learning Regularization (ELR, Liu et al., NeurIPS 2020) for training classifiers on noisy labels."""
 
-__version__ = "0.1.0"
-
-from . import noise  # noqa: E402
-from .config import Config, ConfigError  # noqa: E402
-from .data import InMemoryDataset, read_dataset, stratified_split  # noqa: E402
-from .losses import (  # noqa: E402
+from .version import __version__
+from . import noise
+from .config import Config, ConfigError
+from .data import InMemoryDataset, read_dataset, stratified_split
+from .losses import (
     BootstrapLoss,
     CrossEntropyLoss,
     ELRKLLoss,
@@ -17,11 +16,11 @@ from .losses import (  # noqa: E402
     estimate_transition_matrix,
     list_losses,
 )
-from .elr_plus import ELRPlus  # noqa: E402
-from .models import create_model, list_models  # noqa: E402
-from . import rundir  # noqa: E402
-from .runs import evaluate_run, resume, train, train_or_resume  # noqa: E402
-from .label_issues import (  # noqa: E402
+from .elr_plus import ELRPlus
+from .models import create_model, list_models
+from . import rundir
+from .runs import evaluate_run, resume, train, train_or_resume
+from .label_issues import (
     TopKProbs,
     cleanlab_label_issues,
     detection_quality,
@@ -30,7 +29,7 @@ from .label_issues import (  # noqa: E402
     label_quality_scores,
     suggest_labels,
 )
-from .detect import detect_label_issues, read_run_evidence  # noqa: E402
+from .detect import detect_label_issues, read_run_evidence
 
 __all__ = [
     "__version__",

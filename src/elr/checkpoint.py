@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .version import __version__
+
 FORMAT_VERSION = 1
 
 
@@ -106,8 +108,6 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
                          f"or evaluated: train the run again into a new --out") from None
     found = state.get("format") if isinstance(state, dict) else None
     if isinstance(found, int) and not isinstance(found, bool) and found > FORMAT_VERSION:
-        from . import __version__
-
         raise ValueError(f"{path} was written by a newer elr (checkpoint format {found}; elr {__version__} reads "
                          f"format {FORMAT_VERSION}): upgrade elr to read it")
     if found != FORMAT_VERSION:

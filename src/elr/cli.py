@@ -493,7 +493,7 @@ def _usage_line(prog: str, message: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
     from .detect import TARGET_CHOICES
     from .label_issues import CLEANLAB_FILTERS
     from .rundir import LABEL_ISSUES_PLOT, SUMMARY, TARGETS_SELECTED

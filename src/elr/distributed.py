@@ -170,11 +170,9 @@ class TargetSync:
 
 
 def attach_target_sync(method: Any) -> None:
-    """Give every ELR loss of ``method`` (``Standard.loss``, ``ELRPlus.losses``) a :class:`TargetSync`."""
-    losses = getattr(method, "losses", None) or [getattr(method, "loss", None)]
-    for loss in losses:
-        if loss is not None and hasattr(loss, "target_sync"):
-            loss.target_sync = TargetSync()
+    """Give every target bank of ``method`` (its ``target_banks``, :class:`elr.engine.Method`) a :class:`TargetSync`."""
+    for bank in method.target_banks:
+        bank.target_sync = TargetSync()
 
 
 @torch.no_grad()

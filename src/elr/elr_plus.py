@@ -287,12 +287,7 @@ class ELRPlus:
         return outs[0] if len(outs) == 1 else torch.stack(outs).mean(dim=0)
 
     @property
-    def elr_loss(self) -> ELRLoss:
-        """The first network's ELRLoss (for the gradient-term monitor)."""
-        return self.losses[0]
-
-    @property
-    def target_losses(self) -> list[ELRLoss]:
+    def target_banks(self) -> list[ELRLoss]:
         """Every network's ELRLoss, network 1 first: each keeps its own per-example targets."""
         return list(self.losses)
 

@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -15,23 +15,54 @@ from . import rundir
 from .checkpoint import capture_rng_state, restore_rng_state
 from .config import MonitorConfig, OptimConfig
 from .data import Batches, TrainData
-from .losses import DivergedError, ELRLoss
+from .errors import DivergedError
 from .monitor import gradient_terms, memorization_fractions, target_detection
 from .schedules import learning_rate
+from .targets import TargetBank
 
 log = logging.getLogger(__name__)
 
 
+@runtime_checkable
 class Method(Protocol):
-    """What the engine needs from a method (see ``elr.methods``)."""
+    """All the engine knows of a method: ``elr.methods.Standard`` and ``elr.elr_plus.ELRPlus`` follow it,
+    and so can a method of your own. The engine never asks which method or loss it drives."""
 
-    def train(self) -> None: ...
-    def eval(self) -> None: ...
-    def set_lr(self, lr: float) -> None: ...
-    def train_step(self, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Tensor]: ...
-    def predict(self, x: Tensor) -> Tensor: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def train(self) -> None:
+        """Put the networks in training mode (called before each epoch's steps)."""
+        ...
+
+    def eval(self) -> None:
+        """Put the networks in evaluation mode (called before each epoch's evaluation)."""
+        ...
+
+    def set_lr(self, lr: float) -> None:
+        """Set the learning rate of every optimizer (called before every step)."""
+        ...
+
+    def train_step(self, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        """One optimisation step on a batch (inputs, given labels, positions in the training set); return the
+        batch's mean loss and its number of correct predictions, both on the device (no host sync)."""
+        ...
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Float32 logits (B, C) of a batch, in the networks' current mode."""
+        ...
+
+    @property
+    def target_banks(self) -> list[TargetBank]:
+        """The losses that keep per-example targets, network 1 first; [] for none. The monitor measures
+        detection from them, gradient terms from the first (when it ``reports_gradient_terms``), and a
+        distributed run attaches its target sync to each."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs (weights, optimizer, targets, the method's own generators): the engine
+        checkpoints it every epoch."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ...
 
 
 class Progress(Protocol):
@@ -234,6 +265,7 @@ class Engine:
 
     def _evaluate(self) -> dict[str, Any]:
         self.method.eval()
+        banks = self.method.target_banks
         out: dict[str, Any] = {}
         if self.data.test is not None:
             test = evaluate(self.method, self.data.test, self.eval_batch_size)
@@ -251,12 +283,11 @@ class Engine:
             if self.monitor.memorization:
                 fractions = memorization_fractions(logits.argmax(dim=1), noisy, true)
                 out.update({f"mem_{k}": v for k, v in fractions.items()})
-            loss = getattr(self.method, "elr_loss", None)
-            if self.monitor.gradient_terms and loss is not None and type(loss).regularizer is ELRLoss.regularizer:
-                out.update(gradient_terms(logits, noisy, true, loss.target_rows(positions[read]),
-                                          lam=loss.lam, eps=loss.eps))
+            first = banks[0] if banks else None
+            if self.monitor.gradient_terms and first is not None and first.reports_gradient_terms:
+                out.update(gradient_terms(logits, noisy, true, first.target_rows(positions[read]),
+                                          lam=first.lam, eps=first.eps))
         train = self.data.train
-        banks = getattr(self.method, "target_losses", [])
         if self.monitor.detection and banks and train.true_labels is not None:  # from the banks: no forward pass
             out.update({f"det_{k}": v for k, v in target_detection(banks, train.labels, train.true_labels).items()})
         return out

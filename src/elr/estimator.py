@@ -20,7 +20,8 @@ from .data import InMemoryDataset, TrainData, stratified_split
 from .evidence import evidence_rows
 from .engine import Engine
 from .label_issues import _argmax_flags, _scores, _suggest, check_probabilities
-from .losses import DivergedError, ELRLoss
+from .errors import DivergedError
+from .losses import ELRLoss
 from .methods import Runtime, Standard, pick_device
 from .models import create_model
 from .prepare import derived_seeds

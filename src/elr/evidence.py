@@ -176,7 +176,7 @@ def evidence_rows(method: Any, train: Any, train_pos: np.ndarray, held_out: list
                   n: int, batch_size: int, predict_untrained: bool = True) -> Evidence:
     """One probability row per example: its normalised ELR target, else a held-out prediction of it.
 
-    ``method`` is a trained ELR method (its ``target_losses`` hold the targets of ``train``, whose
+    ``method`` is a trained ELR method (its ``target_banks`` hold the targets of ``train``, whose
     example ``k`` sits at position ``train_pos[k]`` of the ``n`` examples); ``held_out`` lists
     ``(dataset, positions)`` the model never trained on (a validation split). A training row
     without target mass (never drawn) is predicted by the final model too, or with
@@ -186,7 +186,7 @@ def evidence_rows(method: Any, train: Any, train_pos: np.ndarray, held_out: list
     sources (object array of ``rundir.TARGET_SOURCE_NAMES``); a row no prediction reaches
     (unreadable images) stays uniform (over its first k classes with top-k) and ``unreadable``.
     """
-    banks = method.target_losses
+    banks = method.target_banks
     if not banks:
         raise ValueError("the method keeps no ELR targets: label issues need loss.name elr")
     if len(train_pos) != len(train):

@@ -12,12 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import targets as target_bank
+from .errors import DivergedError
 
 _REDUCTIONS = ("mean", "sum", "none")
-
-
-class DivergedError(ValueError):
-    """The logits or the training loss became NaN or infinite: a learning rate or loss weight too large."""
 
 
 def _check_reduction(reduction: str) -> str:
@@ -140,7 +137,12 @@ class ELRLoss(nn.Module):
     target_sync : callable or None
         None in one process. Under torchrun it is an :class:`elr.distributed.TargetSync`: ``forward``
         passes ``(index, probs)`` through it (all ranks' rows, de-duplicated) before :meth:`update_targets`.
+    reports_gradient_terms : bool
+        True: the monitor's Figure 2 terms (Lemma 2) are the gradient of this regulariser. The class
+        follows :class:`elr.targets.TargetBank`, the interface the engine reads a target bank through.
     """
+
+    reports_gradient_terms = True
 
     def __init__(
         self,
@@ -673,6 +675,8 @@ class ELRKLLoss(ELRLoss):
     renormalising (their rows sum to ``1 - beta^k`` after ``k`` updates). The paper shows this
     variant overfits the targets; it is here for that comparison.
     """
+
+    reports_gradient_terms = False  # Lemma 2's terms are the gradient of log(1 - <p, t>), not of the KL
 
     def regularizer(self, probs: Tensor, targets: Tensor) -> Tensor:
         """Per-example ``KL(t || p) = sum_c t_c log t_c - t_c log p_c`` for clamped ``probs`` (batch, C)."""

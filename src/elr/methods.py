@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import OptimConfig
+from .targets import TargetBank
 
 
 def pick_device(name: str | torch.device) -> torch.device:
@@ -121,14 +122,9 @@ class Standard:
             return self._forward(self.runtime.prepare_input(x)).float()
 
     @property
-    def elr_loss(self) -> nn.Module | None:
-        """The loss when it keeps ELR targets (for the gradient-term monitor), else None."""
-        return self.loss if hasattr(self.loss, "target_rows") else None
-
-    @property
-    def target_losses(self) -> list[nn.Module]:
-        """The losses that keep per-example targets (one ELR loss, or none): what label issues read."""
-        return [self.loss] if self.elr_loss is not None else []
+    def target_banks(self) -> list[TargetBank]:
+        """The loss when it keeps per-example targets (the ELR losses), else none."""
+        return [self.loss] if isinstance(self.loss, TargetBank) else []
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "loss": self.loss.state_dict(),

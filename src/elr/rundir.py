@@ -46,7 +46,7 @@ try:
 except ImportError:  # Windows: run directories are not locked
     fcntl = None
 
-from . import __version__
+from .version import __version__
 from .checkpoint import atomic_write_bytes, atomic_write_text
 from .checkpoint import load_checkpoint as _load_checkpoint
 from .checkpoint import save_checkpoint as _save_checkpoint

@@ -13,11 +13,43 @@ when not stored); the k largest are kept and rescaled to the mass the full dense
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Protocol, runtime_checkable
+
 import torch
 from torch import Tensor
 
 STORAGES = ("dense", "topk")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@runtime_checkable
+class TargetBank(Protocol):
+    """A loss that keeps per-example targets, as the engine, the monitor, the distributed target sync
+    and the label-issue evidence read it (:class:`elr.losses.ELRLoss` and its variants follow it).
+
+    A method lists its banks in ``target_banks`` (see :class:`elr.engine.Method`); nothing else about
+    the loss is read.
+    """
+
+    num_classes: int
+    target_storage: str  # "dense" or "topk"
+    target_k: int  # the entries a "topk" row keeps
+    lam: float  # the regularisation weight in use (ELR+ ramps it)
+    eps: float  # the probability clamp
+    # whether Figure 2's gradient terms (elr.monitor.gradient_terms, Lemma 2) are the gradient of this
+    # loss's regulariser: a variant with another regulariser declares False and the monitor skips them
+    reports_gradient_terms: bool
+    # None in one process; under torchrun a callable turning this rank's (index, probs) into every rank's
+    target_sync: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None
+
+    def target_rows(self, index: Tensor) -> Tensor:
+        """The targets of the examples ``index`` as dense float32 rows (len(index), num_classes)."""
+        ...
+
+    def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
+        """The tensors that hold the rows (an ``nn.Module``'s): they tell the device ``index`` goes to."""
+        ...
 
 
 def check_storage(storage: str, dtype: str, k: int | None, num_classes: int) -> None:
@@ -67,11 +99,11 @@ def topk_update(values: Tensor, indices: Tensor, index: Tensor, probs: Tensor, b
 
 
 @torch.no_grad()
-def normalised_bank_rows(banks: list, index: Tensor) -> tuple[list[Tensor], Tensor]:
+def normalised_bank_rows(banks: list[TargetBank], index: Tensor) -> tuple[list[Tensor], Tensor]:
     """Each bank's rows ``index`` normalised to sum to one (float64, on the banks' device), and which
     of them every bank has trained (target mass > 0: targets start at zero); untrained rows are zero.
 
-    ``banks`` are ELR losses (``target_rows(index)``): one, or ELR+'s two networks'.
+    ``banks`` are :class:`TargetBank` s: one, or ELR+'s two networks'.
     """
     rows, trained = [], None
     for bank in banks:
