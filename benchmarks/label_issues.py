@@ -49,11 +49,12 @@ import numpy as np
 import torch
 
 from elr import detection_quality, flag_label_issues, label_quality_scores, rundir
+from elr.build import build_method, resolve_runtime
 from elr.config import Config, MonitorConfig
 from elr.data import TrainData
 from elr.engine import Engine, predict_all
 from elr.prepare import PreparedData, derived_seeds, prepare_data
-from elr.runs import build_method, resolve_runtime, resume, train
+from elr.runs import resume, train
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {"digits": ROOT / "configs" / "cpu" / "digits_elr_sym40.yaml",

@@ -269,7 +269,7 @@ def test_progress_bars_on_a_terminal_lines_otherwise(tty):
 def test_pick_device_checks_this_machine():
     from elr.config import ConfigError
     from elr.methods import pick_device
-    from elr.runs import resolve_runtime
+    from elr.build import resolve_runtime
 
     assert pick_device("cpu") == torch.device("cpu")
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -286,7 +286,7 @@ def test_evaluation_never_moves_the_targets(method):
     """Evaluation (test, validation, memorization, gradient terms, detection) reads the banks only."""
     from elr.engine import Engine
     from elr.prepare import derived_seeds, prepare_data
-    from elr.runs import build_method, resolve_runtime
+    from elr.build import build_method, resolve_runtime
 
     over = {"monitor": {"memorization": True, "gradient_terms": method == "standard", "detection": True},
             "optim__epochs": 1}

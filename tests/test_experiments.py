@@ -14,7 +14,8 @@ from elr import noise, rundir
 from elr.cli import main
 from elr.config import Config
 from elr.experiments import Sweep, SweepError, build_report, plan_sweep, run_name, run_sweep, write_report
-from elr.runs import resolve_loss_params, train
+from elr.build import resolve_loss_params
+from elr.runs import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
 

@@ -1,9 +1,11 @@
-"""The house's written interfaces and import directions: the dataset protocol, and data preparation below the runs."""
+"""The house's written interfaces and import directions: the dataset protocol, data preparation below the
+runs, an engine that imports no method or loss, and no import cycle anywhere in ``src/elr``."""
 
 from __future__ import annotations
 
 import ast
 import inspect
+import re
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +74,7 @@ def test_the_import_reader_sees_every_form_of_import(tmp_path):
     assert "elr.distributed" in dataset  # `from ..distributed import shard_positions` inside a method
     assert "elr.data.augment" in dataset
     assert "elr.noise" in imported_modules(SRC / "prepare.py")  # `from . import noise`
-    assert "elr.runs" in imported_modules(SRC / "two_stage.py")  # a function-level import, above the data
+    assert "elr.runs" in imported_modules(SRC / "two_stage.py")  # `from . import rundir, runs`
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from elr import runs\n    import elr.engine\n")
     assert {"elr.runs", "elr.engine"} <= set(imported_modules(probe))
@@ -93,6 +95,130 @@ def test_preparing_data_imports_only_config_noise_and_data():
              if not _allowed(name, allowed)]
     assert not wrong, wrong
     assert not (SRC / "file_data.py").exists()  # the second copy of the spine is gone
+
+
+def import_graph(root: Path, package: str = "elr") -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Which modules of the package at ``root`` each module imports: ``(every import, imports inside functions)``.
+
+    ``from X import name`` is an import of ``X.name`` when that is a module, else of ``X``; importing
+    ``a.b.c`` first runs the subpackage ``a.b`` (its ``__init__``), counted too, but not the root
+    package: importing the root from one of its own modules is what the cycle check looks for.
+    """
+    names = {}
+    for path in root.rglob("*.py"):
+        parts = [package, *path.relative_to(root).with_suffix("").parts]
+        names[path] = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    modules = set(names.values())
+    every: dict[str, set[str]] = {name: set() for name in modules}
+    inside: dict[str, set[str]] = {name: set() for name in modules}
+    for path, name in names.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {id(node) for node in tree.body}
+        here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join([*here[: len(here) - node.level + 1], *([node.module] if node.module else [])]) \
+                    if node.level else node.module
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            else:
+                continue
+            for target in targets:
+                parts = target.split(".")
+                parents = [".".join(parts[:k]) for k in range(2, len(parts))]  # run first, unless ours already
+                for t in [target, *(p for p in parents if not name.startswith(p + "."))]:
+                    if t in modules and t != name:
+                        every[name].add(t)
+                        if id(node) not in top:
+                            inside[name].add(t)
+    return every, inside
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of ``graph``: its strongly connected components of two or more modules (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle_closed_inside_a_function(tmp_path):
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    files = {"__init__.py": "from . import a\n", "a.py": "from .sub.b import f\n",
+             "sub/__init__.py": "", "sub/b.py": "def f():\n    from ..c import g\n", "c.py": "import os\n"}
+    for name, text in files.items():
+        (tmp_path / "pkg" / name).write_text(text)
+    every, inside = import_graph(tmp_path / "pkg", "pkg")
+    assert every["pkg.a"] == {"pkg.sub", "pkg.sub.b"} and inside["pkg.sub.b"] == {"pkg.c"}
+    assert cycles(every) == []
+    (tmp_path / "pkg" / "c.py").write_text("def g():\n    from pkg import __version__\n")  # back into the package
+    every, _ = import_graph(tmp_path / "pkg", "pkg")
+    assert cycles(every) == [["pkg", "pkg.a", "pkg.c", "pkg.sub.b"]]
+
+
+def test_no_import_cycle_among_the_modules_of_elr_inside_functions_included():
+    every, inside = import_graph(SRC)
+    assert len(every) >= 50 and "elr.runs" in every["elr.two_stage"]
+    assert cycles(every) == []
+    # imports inside functions only where they keep something light: the CLI's start (`elr --help`) and the
+    # package's ELRClassifier (scikit-learn is an optional extra); anywhere else one would hide a cycle
+    lazy = {name: sorted(targets) for name, targets in inside.items() if targets}
+    assert set(lazy) == {"elr", "elr.cli"} and lazy["elr"] == ["elr.estimator"], lazy
+
+
+def test_the_engine_imports_no_method_and_no_loss():
+    every, _ = import_graph(SRC)
+    assert not every["elr.engine"] & {"elr.losses", "elr.methods", "elr.elr_plus", "elr.build", "elr.runs"}
+    assert {"elr.targets", "elr.errors", "elr.monitor"} <= every["elr.engine"]  # the interfaces it reads through
+    # nothing below the runs reaches back up into them; the two-stage run is the one module that composes runs
+    composers = {name for name, targets in every.items() if "elr.two_stage" in targets}
+    assert composers <= {"elr", "elr.cli", "elr.demo", "elr.experiments"}, composers
+
+
+def test_the_readme_picture_of_the_layers_is_the_import_graph():
+    """Every module imports only from the rows below its own in the README's picture (its own package aside)."""
+    readme = (SRC.parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("Imports flow one way", 1)[1].split("```", 2)[1]
+    # a row: module names two spaces apart, then (three spaces or more on) what they do; a continuation
+    # line of the description starts blank
+    rows = [re.split(r"\s{3,}", line)[0].split() for line in block.strip().splitlines() if line[:1].strip()]
+    assert rows[0] == ["cli"] and rows[-1][0] == "targets"
+    every, _ = import_graph(SRC)
+    row_of, entry = {}, {}  # a module's row, and the name in the picture that stands for it ("data/")
+    for depth, names in enumerate(rows):
+        for name in names:
+            for module in every:
+                if module == f"elr.{name.rstrip('/')}" or (name.endswith("/") and module.startswith(f"elr.{name[:-1]}.")):
+                    row_of[module], entry[module] = depth, name
+    assert set(every) - set(row_of) == {"elr", "elr.__main__"}, "modules missing from the picture"
+    upward = [f"{m} (row {row_of[m]}) imports {t} (row {row_of[t]})" for m in row_of for t in every[m]
+              if t in row_of and row_of[t] <= row_of[m] and not (entry[t] == entry[m] and entry[m].endswith("/"))]
+    assert not upward, upward
 
 
 LABELS, TRUE = [0, 1, 2, 0, 1, 2, 2], [0, 1, 2, 0, 1, 1, 2]

@@ -20,7 +20,8 @@ from elr import rundir
 from elr.cli import main
 from elr.config import Config
 from elr.engine import Engine
-from elr.runs import resume, train
+from elr.runs import resume
+from elr.two_stage import train  # elr.train: runs of one stage or two
 
 DIGITS = """\
 seed: 2
@@ -432,7 +433,7 @@ def test_two_stage_runs_and_the_demo_take_the_lock_too(tmp_path):
 def test_a_folder_this_process_cannot_write_is_read_without_a_lock(tmp_path, monkeypatch):
     import errno
 
-    from elr.runs import train_or_resume
+    from elr.two_stage import train_or_resume
 
     config = Config.load(digits_yaml(tmp_path))
     run = tmp_path / "run"
@@ -557,7 +558,7 @@ def test_lock_files_of_another_user_that_cannot_be_opened_stop_with_one_line(tmp
 
 
 def test_rank_0_errors_reach_the_other_ranks_as_builtin_exceptions():
-    from elr.runs import _builtin_name
+    from elr.distributed import _builtin_name
 
     assert _builtin_name(rundir.RunDirLockedError(Path("x"), None)) == "FileExistsError"
     assert _builtin_name(NotADirectoryError("x")) == "NotADirectoryError"

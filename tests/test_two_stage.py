@@ -11,7 +11,9 @@ from elr.cli import main
 from elr.config import Config, ConfigError
 from elr.engine import predict_all
 from elr.prepare import prepare_data
-from elr.runs import build_method, evaluate_run, resolve_runtime, resume, train
+from elr.build import build_method, resolve_runtime
+from elr.runs import evaluate_run, resume
+from elr.two_stage import train
 
 
 def forward_config(**loss):

@@ -19,7 +19,8 @@ from .losses import (
 from .elr_plus import ELRPlus
 from .models import create_model, list_models
 from . import rundir
-from .runs import evaluate_run, resume, train, train_or_resume
+from .runs import evaluate_run, resume
+from .two_stage import train, train_or_resume
 from .label_issues import (
     TopKProbs,
     cleanlab_label_issues,

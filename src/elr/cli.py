@@ -117,7 +117,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import Config
     from .distributed import is_main_process
     from .rundir import CONFIG
-    from .runs import resume, train
+    from .runs import resume
+    from .two_stage import train
 
     if args.resume:
         if args.config or args.overrides:
@@ -249,11 +250,13 @@ def cmd_theory(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from .plots import plot_gradient_runs, plot_runs
+    from .runs import run_curves
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    print(f"wrote {plot_runs(args.run_dirs, out)}")
-    gradients = plot_gradient_runs(args.run_dirs, out.with_name(f"{out.stem}_gradients{out.suffix}"))
+    curves = run_curves(args.run_dirs)
+    print(f"wrote {plot_runs(curves, out)}")
+    gradients = plot_gradient_runs(curves, out.with_name(f"{out.stem}_gradients{out.suffix}"))
     if gradients is not None:
         print(f"wrote {gradients}")
     return 0

@@ -12,6 +12,10 @@ from typing import Any
 
 import yaml
 
+from .losses import check_loss_params, loss_params
+from .models import model_params
+from .models.registry import check_model_params
+
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the key and what is accepted."""
@@ -205,9 +209,7 @@ class Config:
         if d.dataset == "digits":  # known before reading: 8 x 8 pixels as 64 features
             check_model_input(self, 64)
         if self.loss.name == "forward":
-            from .two_stage import validate_forward
-
-            validate_forward(self)
+            _validate_forward(self.loss.params)
         self._validate_elr_plus()
         self._validate_files()
         return self
@@ -503,19 +505,13 @@ def _optional_int(key: str, value: Any, lo: int) -> None:
 
 
 def _check_component(section: str, component: Component) -> None:
-    """Check the component's name and parameter names against its registry (imports lazily)."""
+    """Check the component's name and parameter names against its registry."""
     try:
         if section == "model":
-            from .models import model_params
-
             accepted = model_params(component.name)
         else:
-            from .losses import loss_params
-
             accepted = loss_params(component.name)
             if component.name == "forward":
-                from .two_stage import ESTIMATE_KEYS
-
                 accepted = [*accepted, *ESTIMATE_KEYS]
     except ValueError as err:
         raise ConfigError(f"{section}.name: {err}") from None
@@ -527,15 +523,44 @@ def _check_component(section: str, component: Component) -> None:
         )
     try:  # the values, by the constructors' own checks (no data needed)
         if section == "model":
-            from .models.registry import check_model_params
-
             check_model_params(component.name, component.params)
         else:
-            from .losses import check_loss_params
-
             check_loss_params(component.name, component.params)
     except ValueError as err:
         raise component_error(section, component.params, err) from None
+
+
+# ---- Forward with an estimated transition matrix (the two-stage run of elr.two_stage) -------------
+
+ESTIMATE_KEYS = ("percentile", "estimate_epochs")  # loss keys of forward that only `estimate` uses
+
+
+def estimates_transition(config: Config) -> bool:
+    """True when the config asks for Forward with a transition matrix estimated in a first stage."""
+    return config.loss.name == "forward" and config.loss.params.get("transition") == "estimate"
+
+
+def _validate_forward(params: dict[str, Any]) -> None:
+    """Check ``transition`` and the estimate-only keys of a ``forward`` loss section."""
+    if "transition" not in params:
+        raise ConfigError("loss forward needs loss.transition: a (C, C) matrix, a .npy file, true (the "
+                          "noise model's own T) or estimate (two-stage: CE run, then anchor points)")
+    t = params["transition"]
+    extra = [k for k in ESTIMATE_KEYS if k in params]
+    if t != "estimate" and extra:
+        raise ConfigError(f"loss.{extra[0]} is only used with loss.transition=estimate, got transition={t!r}")
+    if isinstance(t, str) and t != "estimate" and not t.endswith(".npy"):
+        raise ConfigError(f"loss.transition must be a matrix, a .npy path, true or estimate; got {t!r}")
+    if t is False:
+        raise ConfigError("loss.transition=false is not a transition matrix; use loss.name=ce for no correction")
+    if "percentile" in params:
+        p = params["percentile"]
+        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 100):
+            raise ConfigError(f"loss.percentile must be a number in [0, 100] or null (plain argmax), got {p!r}")
+    if "estimate_epochs" in params:
+        e = params["estimate_epochs"]
+        if isinstance(e, bool) or not isinstance(e, int) or e < 1:
+            raise ConfigError(f"loss.estimate_epochs must be an integer >= 1, got {e!r}")
 
 
 def component_error(section: str, params: dict[str, Any], err: Exception) -> ConfigError:
@@ -549,8 +574,6 @@ def check_model_input(config: Config, features: int | None) -> None:
     """Refuse a model of images on feature vectors (``features`` values a row), naming both keys."""
     if features is None:
         return
-    from .models import model_params
-
     if "in_channels" in model_params(config.model.name):
         raise ConfigError(f"model.name={config.model.name} takes images (channels, height, width), but "
                           f"data.dataset={config.data.dataset} gives feature vectors of {features} values: "

@@ -8,7 +8,9 @@ from typing import Any, Callable
 from . import rundir
 from .config import Config
 from .engine import Progress
-from .runs import train_or_resume
+from .plots import plot_gradient_runs, plot_runs
+from .runs import run_curves
+from .two_stage import train_or_resume
 
 LOSSES = ("ce", "elr")  # each trains into the demo folder's subfolder of that name
 # the joint summary and figures beside the two runs (the names of a run's own summary and figures)
@@ -70,12 +72,10 @@ def run_demo(
         })
     summary_path = rundir.write_summary(out, {"setting": "digits, 40% symmetric noise, MLP", "rows": rows})
     plots: list[str] = []
+    figures, curves = rundir.plot_paths(out), run_curves(runs)
     try:
-        from .plots import plot_gradient_runs, plot_runs
-
-        figures = rundir.plot_paths(out)
-        plots.append(str(plot_runs(runs, figures["memorization"])))
-        plots.append(str(plot_gradient_runs(runs, figures["gradient_terms"])))
-    except ImportError:
+        plots.append(str(plot_runs(curves, figures["memorization"])))
+        plots.append(str(plot_gradient_runs(curves, figures["gradient_terms"])))
+    except ImportError:  # matplotlib is an optional extra
         pass
     return {"rows": rows, "summary": str(summary_path), "plots": plots}

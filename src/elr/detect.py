@@ -21,6 +21,7 @@ from .data.image_transform import load_rgb
 from .evidence import collect_evidence, example_files, missing_targets_reason, truth_known
 from .label_issues import TopKProbs, cleanlab_label_issues, detection_quality, issues_per_class, label_issue_table
 from .prepare import training_images
+from .runs import restore_run
 
 TARGET_CHOICES = ("last", "selected")  # whose rows elr detect scores: the last epoch's, or the validation-selected one's
 
@@ -113,8 +114,6 @@ def read_run_evidence(run_dir: str | Path, *, device: str | None = None, targets
         raise ValueError(f"{run_dir} has no targets file ({rundir.TARGETS} or {rundir.TARGETS_TOPK}) and its "
                          f"{rundir.CHECKPOINT} was removed, so its targets are lost; train it again to detect label "
                          f"issues")
-    from .runs import restore_run  # runs -> evidence; detect sits above both
-
     config, prepared, method, state = restore_run(run_dir, device=device, verb="detect", match_labels=True)
     found = collect_evidence(config, method, prepared, epoch=int(state["epoch"]))
     examples = example_files(prepared) if config.data.dataset in FILE_DATASETS else None

@@ -21,8 +21,11 @@ How a distributed step works (``W`` processes, global batch ``B`` from the confi
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import logging
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +67,31 @@ class Distributed:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    @contextlib.contextmanager
+    def main_holds(self, acquire: Callable[[], contextlib.AbstractContextManager[Any]]) -> Iterator[None]:
+        """Rank 0 holds what ``acquire()`` gives (a run directory's lock) for every rank, while inside.
+
+        A rank 0 that cannot take it (another process holds it, the path cannot hold a folder, ...)
+        sends its error to the other ranks, which raise it too instead of waiting for rank 0 at the
+        next barrier. The relayed error is the first builtin class of rank 0's, marked ``relayed``
+        (rank 0 reports it; the CLI keeps the other ranks quiet).
+        """
+        with contextlib.ExitStack() as held:
+            failure, relay = None, None
+            if self.is_main:
+                try:
+                    held.enter_context(acquire())
+                except Exception as err:  # busy, or a path that cannot hold a folder: every rank stops
+                    failure, relay = err, (_builtin_name(err), str(err))
+            shared = self.broadcast_from_main(relay)  # names and text only: any rank can unpickle them
+            if failure is not None:
+                raise failure
+            if shared is not None:
+                relayed = getattr(builtins, shared[0])(shared[1])
+                relayed.relayed = True
+                raise relayed
+            yield
+
     def all_reduce_sum(self, t: Tensor) -> Tensor:
         """Sum of ``t`` over the ranks (a new tensor; ``t`` is unchanged)."""
         t = t.clone()
@@ -73,6 +101,18 @@ class Distributed:
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _builtin_name(err: Exception) -> str:
+    """The first builtin exception class of ``err``'s that is made from a message alone."""
+    for kind in type(err).__mro__:
+        if kind.__module__ == "builtins" and getattr(builtins, kind.__name__, None) is kind:
+            try:
+                kind("")
+            except TypeError:  # UnicodeEncodeError and kin need more than a message
+                continue
+            return kind.__name__
+    return "RuntimeError"
 
 
 def init_from_env(*, cuda: bool) -> Distributed | None:

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from .config import OptimConfig
 from .device import to_device
+from .distributed import broadcast_buffers
 from .losses import ELRLoss
 from .methods import Runtime, make_sgd
 
@@ -354,8 +355,6 @@ class ELRPlus:
         if self.runtime.distributed:
             # each rank's BatchNorm statistics saw only its slice: take rank 0's (as DDP's next
             # forward would use them) so the EMA copies stay identical on every rank
-            from .distributed import broadcast_buffers
-
             for model in self.models:
                 broadcast_buffers(model)
         for model, ema in zip(self.models, self.emas):

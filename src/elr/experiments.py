@@ -25,7 +25,8 @@ from . import rundir
 from .checkpoint import atomic_write_text
 from .config import SWITCHES, Config, ConfigError, apply_overrides, did_you_mean, switched
 from .engine import Progress
-from .two_stage import stage1_epochs_left
+from .plots import plot_report
+from .two_stage import stage1_epochs_left, train_or_resume
 
 log = logging.getLogger(__name__)
 
@@ -483,8 +484,6 @@ class SweepResult:
 
 def _execute(task: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
     """Train, resume or restart one run; returns its result. Runs in a worker process with --jobs."""
-    from .runs import train_or_resume
-
     run_dir = Path(task["run_dir"])
     try:
         if task.get("threads"):
@@ -524,7 +523,7 @@ def run_sweep(
     """Run every unfinished run of the sweep under ``out_dir``; finished runs are skipped.
 
     Every run's config is validated first, so a typo fails before anything trains. Each run is
-    brought to its end by :func:`elr.runs.train_or_resume`: new and unstarted runs are trained,
+    brought to its end by :func:`elr.train_or_resume`: new and unstarted runs are trained,
     interrupted ones (a checkpoint, no complete summary) resumed, so a sweep killed halfway
     continues where it stopped.
     A failed run is recorded with its error and the others still run. A run another process holds
@@ -876,8 +875,6 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Any]:
     rows = report.plot_rows()
     if rows:
         try:
-            from .plots import plot_report
-
             written["png"] = plot_report(rows, out_dir / "report.png",
                                          ylabel=f"test accuracy (%), {report.metric_label}")
         except ImportError as err:

@@ -767,7 +767,7 @@ def check_loss_params(name: str, params: dict[str, object]) -> None:
     Builds the loss for a stand-in one-example data set whose class count admits every
     size-dependent parameter (``target_k``), so the checks are the constructors' own; a config is
     validated before any data are read. ``forward``'s ``transition`` is a file or a keyword in a
-    config (checked by :func:`elr.two_stage.validate_forward`) and becomes a matrix only with the
+    config (checked by :meth:`elr.config.Config.validate`) and becomes a matrix only with the
     data, so forward's parameters are left to it.
     """
     if name == "forward":

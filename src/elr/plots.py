@@ -1,10 +1,19 @@
-"""Matplotlib figures: training curves (paper Figure 1), the linear model of Section 3, sweep reports."""
+"""Matplotlib figures: training curves (paper Figure 1), the linear model of Section 3, sweep reports.
+
+Every figure is drawn from what it is given (per-epoch records, titles, tables); nothing here reads a
+run directory. Matplotlib is an optional extra, imported when a figure is drawn.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from .rundir import best_record, plot_paths, selected_record
+
+Curves = Sequence[tuple[str, list[dict]]]  # (title, per-epoch records) of each run, as elr.runs.run_curves reads them
 
 
 # ---- training curves (paper Figure 1) ---------------------------------------------------------
@@ -63,8 +72,6 @@ def _draw_detection(ax, history, title="wrong labels found by the targets"):
         xs, ys = _series(history, key)
         if xs:
             ax.plot(xs, ys, label=label, color=colour)
-    from .rundir import best_record, selected_record
-
     best = best_record(history, "det_auroc")
     if best is not None:
         ax.axvline(best["epoch"], color="tab:purple", linestyle=":", linewidth=1,
@@ -146,8 +153,6 @@ def plot_training(history: list[dict], out_dir, *, title: str = "") -> list[Path
     title : str
         Names the method and noise, shown above the figures.
     """
-    from .rundir import plot_paths
-
     plt = _pyplot()
     paths = plot_paths(out_dir)
     written = []
@@ -178,36 +183,20 @@ def plot_training(history: list[dict], out_dir, *, title: str = "") -> list[Path
     return written
 
 
-def _load_runs(run_dirs) -> list[tuple[str, list[dict]]]:
-    from .rundir import METRICS, read_config, read_metrics
-    from .runs import run_title
-
-    runs = []
-    for run_dir in map(Path, run_dirs):
-        if not run_dir.is_dir():
-            raise FileNotFoundError(f"{run_dir} is not a run directory: it does not exist")
-        history = read_metrics(run_dir)
-        if not history:
-            raise FileNotFoundError(f"{run_dir} has no epochs in {METRICS}; is it a run directory?")
-        runs.append((run_title(read_config(run_dir)), history))
-    if not runs:
-        raise ValueError("run_dirs must name at least one run directory")
-    return runs
-
-
-def plot_runs(run_dirs, path) -> Path:
+def plot_runs(runs: Curves, path) -> Path:
     """Figure 1 side by side: one row per run (clean-label panel, wrong-label panel, test accuracy,
     and when a run recorded them, how well its ELR targets found the wrong labels).
 
     Parameters
     ----------
-    run_dirs : sequence of path
-        Run directories with at least one epoch recorded.
+    runs : sequence of (title, history)
+        Each run's title and per-epoch records, at least one run (:func:`elr.runs.run_curves`).
     path : path
         The PNG to write.
     """
+    if not runs:
+        raise ValueError("runs must hold at least one (title, history) pair")
     plt = _pyplot()
-    runs = _load_runs(run_dirs)
     detection = any(_has_detection(history) for _, history in runs)
     columns = 3 + detection
     fig, axes = plt.subplots(len(runs), columns, figsize=(5 * columns, 3.8 * len(runs)), constrained_layout=True,
@@ -227,13 +216,13 @@ def plot_runs(run_dirs, path) -> Path:
     return Path(path)
 
 
-def plot_gradient_runs(run_dirs, path) -> Path | None:
+def plot_gradient_runs(runs: Curves, path) -> Path | None:
     """Figure 2 for every run that recorded gradient terms (``monitor.gradient_terms=true``), one row each.
 
-    Returns the written path, or None when no run has gradient terms.
+    ``runs`` as for :func:`plot_runs`. Returns the written path, or None when no run has gradient terms.
     """
     plt = _pyplot()
-    runs = [(t, h) for t, h in _load_runs(run_dirs) if _has_gradient_terms(h)]
+    runs = [(t, h) for t, h in runs if _has_gradient_terms(h)]
     if not runs:
         return None
     fig, axes = plt.subplots(len(runs), 3, figsize=(15, 3.8 * len(runs)), constrained_layout=True, squeeze=False)

@@ -266,6 +266,39 @@ def decide(config: Config, run_dir: str | Path) -> Decision:
     return Decision("resume" if st.state == RESUMABLE else "skip", st)
 
 
+def refusal(st: RunStatus) -> str:
+    """Why a new run cannot go into a folder, and the command the user wants instead."""
+    where = st.path
+    if st.state == RESUMABLE:
+        return (f"{where} holds an unfinished run ({st.epochs_done} of {st.epochs or '?'} epochs recorded); "
+                f"continue it with `elr train --resume {where}`, or choose another --out")
+    if st.state == FINISHED:
+        see = (f"inspect it with `elr eval {where}`" if has_checkpoint(where) else
+               f"its results are in {where / SUMMARY}")
+        return f"{where} holds a finished run ({st.epochs} epoch{'s' if st.epochs != 1 else ''}); {see}, or choose another --out"
+    return f"{where} {st.reason}; choose another --out (an absent or empty folder)"
+
+
+def checkpointed_config(run_dir: Path, verb: str) -> Config:
+    """The config of a run with a checkpoint; a one-line error naming what the folder is instead."""
+    st = status(run_dir)
+    if st.state == UNSTARTED:
+        raise FileNotFoundError(
+            f"{run_dir} never reached its first checkpoint: nothing to {verb}; start it again with "
+            f"`elr train --config {config_path(run_dir)} --out {run_dir}`"
+            if config_path(run_dir).is_file() else
+            f"{run_dir} never reached its first checkpoint: nothing to {verb}; train it again with its config")
+    if st.state == NEW:
+        raise FileNotFoundError(f"{run_dir} is not a run directory: "
+                                f"{'it does not exist' if not run_dir.exists() else 'it is empty'}")
+    if st.state == FOREIGN:
+        raise FileNotFoundError(f"{run_dir} is not a run directory: it {st.reason}")
+    if not has_checkpoint(run_dir):
+        raise FileNotFoundError(f"{run_dir} holds a finished run whose {CHECKPOINT} was removed: nothing "
+                                f"to {verb}; its results are in {run_dir / SUMMARY}")
+    return read_config(run_dir)
+
+
 def config_difference(config: Config, stored: Config | dict[str, Any]) -> list[str]:
     """Top-level keys in which two configs differ, the runtime keys (:data:`RUNTIME_KEYS`) ignored.
 

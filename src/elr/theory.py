@@ -88,6 +88,8 @@ from typing import Any
 
 import numpy as np
 
+from .plots import plot_theory
+
 try:  # optional (comes with scikit-learn): see _single_thread_blas
     from threadpoolctl import threadpool_limits
 except ImportError:  # pragma: no cover - depends on the environment
@@ -521,8 +523,6 @@ def run(config: TheoryConfig | None, out_dir) -> dict[str, Any]:
     json_path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
     png_path = None
     try:
-        from .plots import plot_theory
-
         png_path = str(plot_theory(result, out / "theory.png"))
     except ImportError as exc:
         log.warning("skipping theory.png: %s", exc)

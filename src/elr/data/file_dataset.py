@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from ..distributed import shard_positions
 from .augment import check_generator
 from .file_lists import ImageList
 from .image_transform import ImageTransform, load_rgb, pillow
@@ -259,8 +260,6 @@ class FileDataset:
         stop = len(index) - len(index) % batch_size if drop_last else len(index)
         plan = [list(range(s, min(s + batch_size, stop))) for s in range(0, stop, batch_size)]
         if shard is not None:
-            from ..distributed import shard_positions
-
             plan = [[part[p] for p in shard_positions(len(part), *shard).tolist()] for part in plan]
         return self._iterate(_Decode(self.images, self.transform, index, epoch_seed), plan)
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..distributed import shard_positions
 from .augment import check_generator, apply_crop_flip, draw_crop_flip, random_crop_flip
 from .readers import RawData
 
@@ -398,8 +399,6 @@ class InMemoryDataset:
 
     def _iterate_shard(self, order: Tensor, batch_size: int, drop_last: bool, augmenting: bool,
                        generator: torch.Generator | None, shard: tuple[int, int]) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        from ..distributed import shard_positions
-
         rank, world = shard
         n = len(order)
         stop = n - n % batch_size if drop_last else n

@@ -10,6 +10,8 @@ from typing import TypeVar
 
 from torch import nn
 
+from .pretrained import load_pretrained
+
 __all__ = ["create_model", "list_models", "model_params", "register_model"]
 
 _F = TypeVar("_F", bound=Callable[..., nn.Module])
@@ -148,8 +150,6 @@ def create_model(name: str, num_classes: int, **kwargs: object) -> nn.Module:
     if pretrained is not None:
         if not isinstance(pretrained, (str, PathLike)):
             raise ValueError(f"pretrained must be the path of a local weights file, got {pretrained!r}")
-        from .pretrained import load_pretrained
-
         load_pretrained(model, pretrained)
     return model
 
