@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from elr.build import build_method, resolve_runtime
 from elr.config import Config
 from elr.engine import Engine
 from elr.methods import make_sgd
 from elr.models import create_model
 from elr.prepare import derived_seeds, prepare_data
-from elr.build import build_method, resolve_runtime
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10.npz"
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from elr.build import build_method, resolve_runtime
 from elr.config import Config
 from elr.engine import Engine
 from elr.prepare import derived_seeds, prepare_data
-from elr.build import build_method, resolve_runtime
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10.npz"
 PARTS = ("elr.batch", "elr.forward", "elr.loss", "elr.backward", "elr.optimizer", "elr.evaluate")

@@ -49,49 +49,50 @@ class AverageBank(nn.Module):
 
 
 class LinearMethod:
-    """Softmax regression with plain SGD and one bank: no class of the library's methods."""
+    """Softmax regression with plain SGD and one bank: no class of the library's methods. Its public names
+    are the protocol's alone, so the engine can read nothing else."""
 
     def __init__(self, seed: int, reports: bool = True) -> None:
         torch.manual_seed(seed)
-        self.model = nn.Linear(D, C)
-        self.bank = AverageBank(reports)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+        self._model = nn.Linear(D, C)
+        self._bank = AverageBank(reports)
+        self._optimizer = torch.optim.SGD(self._model.parameters(), lr=0.1)
 
     def train(self) -> None:
-        self.model.train()
+        self._model.train()
 
     def eval(self) -> None:
-        self.model.eval()
+        self._model.eval()
 
     def set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
+        for group in self._optimizer.param_groups:
             group["lr"] = lr
 
     def train_step(self, x, y, index):
-        logits = self.model(x)
+        logits = self._model(x)
         loss = F.cross_entropy(logits, y)
-        self.optimizer.zero_grad()
+        self._optimizer.zero_grad()
         loss.backward()
-        self.optimizer.step()
-        self.bank.add(index, F.softmax(logits.detach(), dim=1))
+        self._optimizer.step()
+        self._bank.add(index, F.softmax(logits.detach(), dim=1))
         return loss.detach(), (logits.argmax(dim=1) == y).sum()
 
     @torch.no_grad()
     def predict(self, x):
-        return self.model(x).float()
+        return self._model(x).float()
 
     @property
     def target_banks(self):
-        return [self.bank]
+        return [self._bank]
 
     def state_dict(self):
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "bank": self.bank.state_dict()}
+        return {"model": self._model.state_dict(), "optimizer": self._optimizer.state_dict(),
+                "bank": self._bank.state_dict()}
 
     def load_state_dict(self, state):
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.bank.load_state_dict(state["bank"])
+        self._model.load_state_dict(state["model"])
+        self._optimizer.load_state_dict(state["optimizer"])
+        self._bank.load_state_dict(state["bank"])
 
 
 def data() -> tuple[TrainData, np.ndarray, np.ndarray, np.ndarray]:
@@ -138,22 +139,22 @@ def auroc(scores: np.ndarray, wrong: np.ndarray) -> float:
 def test_the_engine_trains_monitors_and_resumes_a_method_that_is_none_of_ours(tmp_path):
     train_data, x, noisy, true = data()
     method = LinearMethod(seed=1)
-    assert isinstance(method, Method) and isinstance(method.bank, TargetBank)
-    assert not isinstance(method, (Standard, ELRPlus)) and not isinstance(method.bank, ELRLoss)
+    assert isinstance(method, Method) and isinstance(method._bank, TargetBank)
+    assert not isinstance(method, (Standard, ELRPlus)) and not isinstance(method._bank, ELRLoss)
     engine = engine_for(method, train_data, tmp_path / "whole")
     history = engine.fit()
     assert [r["epoch"] for r in history] == [1, 2, 3]
 
     last = history[-1]
-    logits = method.model(torch.from_numpy(x)).detach().double().numpy()
+    logits = method._model(torch.from_numpy(x)).detach().double().numpy()
     pred = logits.argmax(axis=1)
     wrong = noisy != true
     assert last["mem_wrong_memorized"] == pytest.approx(np.mean(pred[wrong] == noisy[wrong]))
     assert last["mem_clean_correct"] == pytest.approx(np.mean(pred[~wrong] == true[~wrong]))
     assert last["test_acc"] == pytest.approx(np.mean(pred[:30] == true[:30]))
     # Figure 2 from the method's own bank (it reports gradient terms), by the paper's formula
-    targets = method.bank.rows.double().numpy()
-    expected = lemma2_terms(logits, noisy, true, targets, method.bank.lam, method.bank.eps)
+    targets = method._bank.rows.double().numpy()
+    expected = lemma2_terms(logits, noisy, true, targets, method._bank.lam, method._bank.eps)
     for key, value in expected.items():
         assert last[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     assert abs(expected["grad_wrong_reg_mean"]) > 1e-3  # the regularisation term is measured, not zero
@@ -174,8 +175,8 @@ def test_the_engine_trains_monitors_and_resumes_a_method_that_is_none_of_ours(tm
         return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in h]
 
     assert results(resumed) == results(history)
-    assert torch.equal(again.method.model.weight, method.model.weight)
-    assert torch.equal(again.method.bank.rows, method.bank.rows)
+    assert torch.equal(again.method._model.weight, method._model.weight)
+    assert torch.equal(again.method._bank.rows, method._bank.rows)
 
 
 def test_a_bank_that_cannot_report_gradient_terms_gets_none():
@@ -228,3 +229,55 @@ def test_both_methods_follow_the_written_interface_and_the_fake_one_does_too():
                 continue
             ours, theirs = inspect.signature(spec), inspect.signature(getattr(kind, member))
             assert list(ours.parameters) == list(theirs.parameters), (kind.__name__, member)
+
+
+def test_a_variant_with_its_own_regulariser_does_not_inherit_the_gradient_terms():
+    class Squared(ELRLoss):  # another regulariser, no word on the terms: Lemma 2 is not its gradient
+        def regularizer(self, probs, targets):
+            return ((probs - targets) ** 2).sum(dim=1)
+
+    class Declared(Squared):
+        reports_gradient_terms = True  # a subclass may say so itself
+
+    class SameRegulariser(ELRLoss):  # only the constructor differs: the terms still hold
+        pass
+
+    assert not Squared(N, C).reports_gradient_terms and Declared(N, C).reports_gradient_terms
+    assert SameRegulariser(N, C).reports_gradient_terms
+
+
+def test_a_loss_with_target_rows_but_not_the_whole_bank_is_refused_by_name():
+    class HalfBank(nn.Module):
+        num_classes, lam = C, 1.0
+
+        def target_rows(self, index):
+            return torch.zeros(len(index), C)
+
+        def forward(self, logits, labels, index):
+            return F.cross_entropy(logits, labels)
+
+    with pytest.raises(TypeError, match="HalfBank keeps per-example targets .* lacks target_storage, target_k, eps, "
+                                        "reports_gradient_terms, target_sync$"):
+        Standard(nn.Linear(D, C), HalfBank(), OptimConfig(), CPU)
+
+
+def test_one_stage_runs_refuse_a_two_stage_config_before_writing_and_name_the_entry_point(tmp_path):
+    from elr import runs
+    from elr.config import Config
+
+    config = Config.from_dict({"data": {"dataset": "digits"}, "model": {"name": "mlp"}, "device": "cpu",
+                               "loss": {"name": "forward", "transition": "estimate"}}).validate()
+    for call in (runs.train, runs.train_or_resume):
+        with pytest.raises(ValueError, match="two-stage run: train it with elr.train or elr.train_or_resume"):
+            call(config, tmp_path / "fw")
+        assert not (tmp_path / "fw").exists()
+
+
+def test_the_plots_draw_what_they_are_given_and_say_so_for_a_run_directory(tmp_path):
+    from elr.plots import plot_gradient_runs, plot_runs
+
+    for draw in (plot_runs, plot_gradient_runs):
+        with pytest.raises(TypeError, match=r"\(title, history\) pairs, got 'runs/a'; elr.runs.run_curves"):
+            draw(["runs/a"], tmp_path / "x.png")
+        with pytest.raises(ValueError, match="at least one"):
+            draw([], tmp_path / "x.png")

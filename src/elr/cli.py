@@ -11,6 +11,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import rundir, theory
+from .config import Config, apply_overrides, did_you_mean
+from .demo import run_demo
+from .detect import (TARGET_CHOICES, detect_label_issues, label_issue_report, read_run_evidence, resume_command,
+                     suspect_images)
+from .distributed import is_main_process
+from .experiments import Sweep, build_report, plan_sweep, run_sweep, write_report
+from .label_issues import CLEANLAB_FILTERS, cleanlab_filter
+from .plots import MAX_SUSPECT_PANELS, plot_gradient_runs, plot_runs, plot_suspects
+from .rundir import (CONFIG, LABEL_ISSUES_PLOT, NO_VERDICT_SOURCES, STAGE1, SUMMARY, TARGETS_SELECTED, holder_text, lock,
+                     write_label_issues)
+from .runs import evaluate_run, resume, run_curves
+from .two_stage import train
+from .version import __version__
+
 EXIT_USAGE = 2
 
 
@@ -30,8 +45,6 @@ class TerminalProgress:
         self._epoch_bar = None
 
     def fit_start(self, run_dir: Path | None, done: int, epochs: int) -> None:
-        from .rundir import STAGE1
-
         if not self.announce or run_dir is None:
             return
         stage = ""
@@ -114,12 +127,6 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import Config
-    from .distributed import is_main_process
-    from .rundir import CONFIG
-    from .runs import resume
-    from .two_stage import train
-
     if args.resume:
         if args.config or args.overrides:
             raise ValueError(f"--resume takes only the run directory (the run's own {CONFIG} is used)")
@@ -156,7 +163,6 @@ def _carry_on(out: Path, args: argparse.Namespace) -> str:
     """What a stopped ``elr train`` left in ``out`` and the command that carries on from there."""
     import shlex
 
-    from . import rundir
 
     st = rundir.status(out)
     if st.state == rundir.RESUMABLE:
@@ -186,16 +192,12 @@ def os_error_text(err: OSError) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .runs import evaluate_run
-
     result = evaluate_run(args.run_dir, device=args.device)
     print(json.dumps(result, indent=2))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
     out = Path(args.out)
     if args.epochs < 1:
         raise ValueError(f"--epochs must be a count >= 1, got {args.epochs}")
@@ -229,16 +231,13 @@ class _QuietProgress(TerminalProgress):
 
 
 def cmd_theory(args: argparse.Namespace) -> int:
-    from .config import apply_overrides, did_you_mean
-    from .theory import TheoryConfig, run
-
     raw = apply_overrides({}, args.overrides)
-    known = TheoryConfig.__dataclass_fields__
+    known = theory.TheoryConfig.__dataclass_fields__
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r}; {did_you_mean(unknown[0], known)}valid keys: {', '.join(known)}")
-    config = TheoryConfig(**raw)
-    result = run(config, args.out)
+    config = theory.TheoryConfig(**raw)
+    result = theory.run(config, args.out)
     for name in ("ce", "elr"):
         series = result[name]
         print(f"{name.upper():>3}: final test accuracy {series['test_acc'][-1]:.3f}, "
@@ -249,9 +248,6 @@ def cmd_theory(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .plots import plot_gradient_runs, plot_runs
-    from .runs import run_curves
-
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     curves = run_curves(args.run_dirs)
@@ -286,9 +282,6 @@ def _cost_line(plan) -> str:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .experiments import Sweep, plan_sweep, run_sweep
-    from .rundir import holder_text
-
     if args.jobs < 1:
         raise ValueError(f"--jobs must be a count >= 1, got {args.jobs}")
     sweep = Sweep.load(args.sweep, args.overrides)
@@ -347,10 +340,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from .detect import detect_label_issues, label_issue_report, read_run_evidence, resume_command
-    from .label_issues import CLEANLAB_FILTERS, cleanlab_filter
-    from .rundir import LABEL_ISSUES_PLOT, lock, write_label_issues
-
     if args.top < 0:
         raise ValueError(f"--top must be a count >= 0, got {args.top}")
     rule, _, filter_by = (args.rule or "").partition(":")
@@ -431,9 +420,6 @@ def _suspects_picture(path: Path, evidence: Any, table: dict[str, Any], top: int
     """Draw the top suspects at ``path``; return what to print about it (None: nothing to say)."""
     import numpy as np
 
-    from .detect import suspect_images
-    from .plots import MAX_SUSPECT_PANELS, plot_suspects
-    from .rundir import NO_VERDICT_SOURCES
 
     shown = min(top, MAX_SUSPECT_PANELS, int((~np.isin(table["source"], NO_VERDICT_SOURCES)).sum()))
     if shown == 0:
@@ -471,8 +457,6 @@ def _print_suspects(table: dict[str, Any], k: int) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .experiments import build_report, write_report
-
     report = build_report(args.dirs, metric=args.metric)
     written = write_report(report, Path(args.out) if args.out else Path(args.dirs[0]))
     print(report.markdown(), end="")
@@ -496,11 +480,6 @@ def _usage_line(prog: str, message: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .version import __version__
-    from .detect import TARGET_CHOICES
-    from .label_issues import CLEANLAB_FILTERS
-    from .rundir import LABEL_ISSUES_PLOT, SUMMARY, TARGETS_SELECTED
-
     parser = _Parser(prog="elr", description="Early-Learning Regularization for noisy labels.")
     parser.add_argument("--version", action="version", version=f"elr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages and show tracebacks")

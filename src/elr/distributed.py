@@ -11,9 +11,9 @@ How a distributed step works (``W`` processes, global batch ``B`` from the confi
   contiguous slices of ``ceil(m / W)``; when ``W`` does not divide ``m`` the batch is padded by
   repeating its own first positions (:func:`shard_positions`). Rank ``r`` trains on slice ``r``, so
   the ranks' slices concatenated in rank order are the one-process batch.
-* **Targets.** Each rank's :class:`~elr.losses.ELRLoss` holds a :class:`TargetSync` that
-  all-gathers ``(index, probs)`` from every rank and keeps the first occurrence of each index in
-  rank order before the one update: every rank applies the same update, the banks stay identical,
+* **Targets.** Each target bank of a rank's method (its ``target_banks``: the ELR losses) holds a
+  :class:`TargetSync` that all-gathers ``(index, probs)`` from every rank and keeps the first
+  occurrence of each index in rank order before the one update: every rank applies the same update, the banks stay identical,
   and a padded (repeated) example is updated once.
 * **Gradients** are averaged by DistributedDataParallel; with equal slices that is the gradient of
   the mean loss over the global batch.
@@ -209,7 +209,7 @@ class TargetSync:
         return all_index[keep], all_probs[keep]
 
 
-def attach_target_sync(method: Any) -> None:
+def attach_target_sync(method: Any) -> None:  # an elr.engine.Method (the engine sits above this module)
     """Give every target bank of ``method`` (its ``target_banks``, :class:`elr.engine.Method`) a :class:`TargetSync`."""
     for bank in method.target_banks:
         bank.target_sync = TargetSync()

@@ -51,6 +51,7 @@ from .device import to_device
 from .distributed import broadcast_buffers
 from .losses import ELRLoss
 from .methods import Runtime, make_sgd
+from .targets import TargetBank
 
 __all__ = ["ELRPlus", "sample_beta", "sigmoid_rampup"]
 
@@ -288,7 +289,7 @@ class ELRPlus:
         return outs[0] if len(outs) == 1 else torch.stack(outs).mean(dim=0)
 
     @property
-    def target_banks(self) -> list[ELRLoss]:
+    def target_banks(self) -> list[TargetBank]:
         """Every network's ELRLoss, network 1 first: each keeps its own per-example targets."""
         return list(self.losses)
 

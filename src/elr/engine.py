@@ -62,6 +62,7 @@ class Method(Protocol):
         ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` gave (a resume, or ``elr eval``)."""
         ...
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -144,6 +145,12 @@ class ELRLoss(nn.Module):
 
     reports_gradient_terms = True
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # Lemma 2's terms are this regulariser's gradient: a subclass with another one does not inherit the claim
+        if "regularizer" in cls.__dict__ and "reports_gradient_terms" not in cls.__dict__:
+            cls.reports_gradient_terms = False
+
     def __init__(
         self,
         num_examples: int,
@@ -187,7 +194,7 @@ class ELRLoss(nn.Module):
             self.register_buffer("target_indices", first_k.contiguous())
         # None in one process; a distributed run sets elr.distributed.TargetSync, which turns this
         # rank's (index, probs) into all ranks' (de-duplicated) before the update
-        self.target_sync = None
+        self.target_sync: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
     @property
     def target_bytes_per_example(self) -> int:

@@ -88,6 +88,10 @@ class Standard:
     """
 
     def __init__(self, model: nn.Module, loss: nn.Module, optim: OptimConfig, runtime: Runtime) -> None:
+        if hasattr(loss, "target_rows") and not isinstance(loss, TargetBank):  # keeps targets, half a bank
+            missing = [m for m in (*TargetBank.__annotations__, "target_rows", "buffers") if not hasattr(loss, m)]
+            raise TypeError(f"loss {type(loss).__name__} keeps per-example targets (target_rows) but does not follow "
+                            f"elr.targets.TargetBank: it lacks {', '.join(missing)}")
         self.runtime = runtime
         self.model, self._forward = runtime.prepare_model(model)
         self.loss = loss.to(runtime.device)

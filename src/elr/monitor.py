@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from .label_issues import BLOCK_ENTRIES, detection_quality
-from .targets import mean_row, normalised_bank_rows, top_k_renormalised
+from .targets import TargetBank, mean_row, normalised_bank_rows, top_k_renormalised
 
 
 def memorization_fractions(pred: Tensor, noisy: Tensor, true: Tensor) -> dict[str, float | None]:
@@ -94,7 +92,7 @@ def gradient_terms(
 
 
 @torch.no_grad()
-def target_detection(banks: list[Any], noisy: Tensor, true: Tensor) -> dict[str, float | int | None]:
+def target_detection(banks: list[TargetBank], noisy: Tensor, true: Tensor) -> dict[str, float | int | None]:
     """How well the ELR targets find the wrong labels now, from the banks alone (no forward pass).
 
     Each training example's row is its normalised target (ELR+ with two networks: the mean of the
@@ -105,9 +103,8 @@ def target_detection(banks: list[Any], noisy: Tensor, true: Tensor) -> dict[str,
 
     Parameters
     ----------
-    banks : list of ELR losses
-        Objects with ``num_classes``, ``target_storage``, ``target_k`` and
-        ``target_rows(index) -> (len(index), C)``.
+    banks : list of TargetBank
+        A method's ``target_banks`` (:class:`elr.targets.TargetBank`), network 1 first.
     noisy, true : Tensor, int64, shape (N,)
         Given and true labels of the training examples, in the banks' order.
 

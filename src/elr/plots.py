@@ -183,6 +183,17 @@ def plot_training(history: list[dict], out_dir, *, title: str = "") -> list[Path
     return written
 
 
+def _checked_curves(runs: Curves) -> list[tuple[str, list[dict]]]:
+    runs = list(runs)
+    if not runs:
+        raise ValueError("runs must hold at least one (title, history) pair")
+    for run in runs:
+        if not (isinstance(run, (tuple, list)) and len(run) == 2 and isinstance(run[0], str)):
+            raise TypeError(f"runs must hold (title, history) pairs, got {run!r}; elr.runs.run_curves(run_dirs) "
+                            "reads them from run directories")
+    return runs
+
+
 def plot_runs(runs: Curves, path) -> Path:
     """Figure 1 side by side: one row per run (clean-label panel, wrong-label panel, test accuracy,
     and when a run recorded them, how well its ELR targets found the wrong labels).
@@ -194,8 +205,7 @@ def plot_runs(runs: Curves, path) -> Path:
     path : path
         The PNG to write.
     """
-    if not runs:
-        raise ValueError("runs must hold at least one (title, history) pair")
+    runs = _checked_curves(runs)
     plt = _pyplot()
     detection = any(_has_detection(history) for _, history in runs)
     columns = 3 + detection
@@ -222,7 +232,7 @@ def plot_gradient_runs(runs: Curves, path) -> Path | None:
     ``runs`` as for :func:`plot_runs`. Returns the written path, or None when no run has gradient terms.
     """
     plt = _pyplot()
-    runs = [(t, h) for t, h in runs if _has_gradient_terms(h)]
+    runs = [(t, h) for t, h in _checked_curves(runs) if _has_gradient_terms(h)]
     if not runs:
         return None
     fig, axes = plt.subplots(len(runs), 3, figsize=(15, 3.8 * len(runs)), constrained_layout=True, squeeze=False)

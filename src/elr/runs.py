@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -270,7 +270,7 @@ def run_title(config: Config) -> str:
     return f"{name} on {config.data.dataset}, {noise_text}"
 
 
-def run_curves(run_dirs: list[str | Path]) -> list[tuple[str, list[dict[str, Any]]]]:
+def run_curves(run_dirs: Sequence[str | Path]) -> list[tuple[str, list[dict[str, Any]]]]:
     """Each run's title and per-epoch records (``metrics.jsonl``): what :func:`elr.plots.plot_runs` draws."""
     runs = []
     for run_dir in map(Path, run_dirs):
@@ -366,7 +366,8 @@ def _lock_alone(run_dir: Path, *, create: bool) -> contextlib.AbstractContextMan
     return contextlib.nullcontext() if launched_distributed() else rundir.lock(run_dir, create=create)
 
 
-def _holding(run_dir: Path, distributed: Distributed | None, *, create: bool) -> contextlib.AbstractContextManager:
+def _holding(run_dir: Path, distributed: Distributed | None, *, create: bool
+             ) -> contextlib.AbstractContextManager[None]:
     """Hold ``run_dir``'s lock: this process alone, or rank 0 for every rank of a distributed run."""
     if distributed is None:
         return rundir.lock(run_dir, create=create)
