@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
+import shlex
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -161,9 +163,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _carry_on(out: Path, args: argparse.Namespace) -> str:
     """What a stopped ``elr train`` left in ``out`` and the command that carries on from there."""
-    import shlex
-
-
     st = rundir.status(out)
     if st.state == rundir.RESUMABLE:
         return f"; continue with `elr train --resume {shlex.quote(str(out))}`"
@@ -179,8 +178,6 @@ def _carry_on(out: Path, args: argparse.Namespace) -> str:
 
 def os_error_text(err: OSError) -> str:
     """An OSError in one line: the file, what went wrong, and what to do about a disk that refuses writes."""
-    import errno
-
     if err.strerror is None:  # raised by elr with a message of its own
         return str(err)
     text = f"{err.filename}: {err.strerror}" if err.filename is not None else err.strerror
