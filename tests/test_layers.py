@@ -4,6 +4,7 @@ runs, an engine that imports no method or loss, and no import cycle anywhere in 
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import re
 from pathlib import Path
@@ -15,86 +16,6 @@ import torch
 from elr.data import Batches, FileDataset, ImageList, ImageTransform, InMemoryDataset
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "elr"
-
-
-def imported_modules(path: Path) -> dict[str, int]:
-    """Every elr module ``path`` imports (top level or inside functions), with the line of the first import.
-
-    ``from X import name`` counts X and ``X.name`` (name may be a module: ``from elr import runs``).
-    """
-    inside = path.parent.is_relative_to(SRC) and path.parent != SRC
-    package = "elr." + ".".join(path.parent.relative_to(SRC).parts) if inside else "elr"
-    found: dict[str, int] = {}
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = package.split(".")
-            base = base[: len(base) - node.level + 1] if node.level else []
-            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
-            names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
-        else:
-            continue
-        for name in names:
-            if name == "elr" or name.startswith("elr."):
-                found.setdefault(name, node.lineno)
-    return found
-
-
-def module_file(name: str) -> Path | None:
-    """The source file of elr module ``name`` (None for a name that is a function or class, not a module)."""
-    parts = name.split(".")[1:]
-    for candidate in (SRC.joinpath(*parts).with_suffix(".py"), SRC.joinpath(*parts, "__init__.py")):
-        if parts and candidate.is_file():
-            return candidate
-    return None
-
-
-def reached(start: Path) -> dict[str, str]:
-    """Every elr module ``start`` reaches through imports of imports, each with the chain that reaches it."""
-    chains: dict[str, str] = {}
-    todo = [(start, str(start.relative_to(SRC)))]
-    while todo:
-        path, chain = todo.pop()
-        for name in imported_modules(path):
-            target = module_file(name)
-            if target is None or name in chains:
-                continue
-            chains[name] = f"{chain} -> {name}"
-            todo.append((target, chains[name]))
-    return chains
-
-
-def _allowed(name: str, allowed: set[str]) -> bool:
-    return name in ("elr", "elr.data") or any(name == a or name.startswith(a + ".") for a in allowed)
-
-
-def test_the_import_reader_sees_every_form_of_import(tmp_path):
-    dataset = imported_modules(SRC / "data" / "in_memory_dataset.py")
-    assert "elr.distributed" in dataset  # `from ..distributed import shard_positions` inside a method
-    assert "elr.data.augment" in dataset
-    assert "elr.noise" in imported_modules(SRC / "prepare.py")  # `from . import noise`
-    assert "elr.runs" in imported_modules(SRC / "two_stage.py")  # `from . import rundir, runs`
-    probe = tmp_path / "probe.py"
-    probe.write_text("def f():\n    from elr import runs\n    import elr.engine\n")
-    assert {"elr.runs", "elr.engine"} <= set(imported_modules(probe))
-    assert "elr.runs" in reached(SRC / "two_stage.py")
-
-
-def test_the_data_package_reaches_nothing_above_itself():
-    files = sorted((SRC / "data").glob("*.py"))
-    assert len(files) >= 12
-    allowed = {"elr.data", "elr.device", "elr.distributed"}  # copies to the device, the rank's share of a batch
-    wrong = [chain for p in files for name, chain in reached(p).items() if not _allowed(name, allowed)]
-    assert not wrong, sorted(wrong)
-
-
-def test_preparing_data_imports_only_config_noise_and_data():
-    allowed = {"elr.config", "elr.noise", "elr.data"}
-    wrong = [f"line {line}: {name}" for name, line in imported_modules(SRC / "prepare.py").items()
-             if not _allowed(name, allowed)]
-    assert not wrong, wrong
-    assert not (SRC / "file_data.py").exists()  # the second copy of the spine is gone
 
 
 def import_graph(root: Path, package: str = "elr") -> tuple[dict[str, set[str]], dict[str, set[str]]]:
@@ -134,6 +55,58 @@ def import_graph(root: Path, package: str = "elr") -> tuple[dict[str, set[str]],
                         if id(node) in in_function:
                             inside[name].add(t)
     return every, inside
+
+
+@functools.cache
+def elr_graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """:func:`import_graph` of ``src/elr``, read once for every test."""
+    return import_graph(SRC)
+
+
+def reached(start: str) -> dict[str, str]:
+    """Every elr module ``start`` reaches through imports of imports, each with the chain that reaches it."""
+    every = elr_graph()[0]
+    chains: dict[str, str] = {}
+    todo = [(start, start)]
+    while todo:
+        module, chain = todo.pop()
+        for name in sorted(every[module] - chains.keys()):
+            chains[name] = f"{chain} -> {name}"
+            todo.append((name, chains[name]))
+    return chains
+
+
+def _allowed(name: str, allowed: set[str]) -> bool:
+    return name in ("elr", "elr.data") or any(name == a or name.startswith(a + ".") for a in allowed)
+
+
+def test_the_import_reader_sees_every_form_of_import(tmp_path):
+    every, inside = elr_graph()
+    assert "elr.distributed" in every["elr.data.in_memory_dataset"]  # `from ..distributed import shard_positions`
+    assert "elr.data.augment" in every["elr.data.in_memory_dataset"]
+    assert "elr.noise" in every["elr.prepare"]  # `from . import noise`
+    assert "elr.runs" in every["elr.two_stage"]  # `from . import rundir, runs`
+    (tmp_path / "pkg").mkdir()
+    for name, text in {"__init__.py": "", "runs.py": "", "engine.py": "",
+                       "probe.py": "def f():\n    from pkg import runs\n    import pkg.engine\n"}.items():
+        (tmp_path / "pkg" / name).write_text(text)
+    assert import_graph(tmp_path / "pkg", "pkg")[1]["pkg.probe"] == {"pkg.runs", "pkg.engine"}
+    assert "elr.runs" in reached("elr.two_stage")
+
+
+def test_the_data_package_reaches_nothing_above_itself():
+    modules = [name for name in elr_graph()[0] if name.startswith("elr.data.")]
+    assert len(modules) >= 11
+    allowed = {"elr.data", "elr.device", "elr.distributed"}  # copies to the device, the rank's share of a batch
+    wrong = [chain for m in modules for name, chain in reached(m).items() if not _allowed(name, allowed)]
+    assert not wrong, sorted(wrong)
+
+
+def test_preparing_data_imports_only_config_noise_and_data():
+    allowed = {"elr.config", "elr.noise", "elr.data"}
+    wrong = [name for name in elr_graph()[0]["elr.prepare"] if not _allowed(name, allowed)]
+    assert not wrong, wrong
+    assert not (SRC / "file_data.py").exists()  # the second copy of the spine is gone
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -183,7 +156,7 @@ def test_the_cycle_finder_finds_a_cycle_closed_inside_a_function(tmp_path):
 
 
 def test_no_import_cycle_among_the_modules_of_elr_inside_functions_included():
-    every, inside = import_graph(SRC)
+    every, inside = elr_graph()
     assert len(every) >= 50 and "elr.runs" in every["elr.two_stage"]
     assert cycles(every) == []
     # one import inside a function: the package's ELRClassifier, as scikit-learn is an optional extra; any
@@ -193,7 +166,7 @@ def test_no_import_cycle_among_the_modules_of_elr_inside_functions_included():
 
 
 def test_the_engine_imports_no_method_and_no_loss():
-    every, _ = import_graph(SRC)
+    every, _ = elr_graph()
     # directly, or through anything but config (which checks that a config's loss and model names exist)
     below = {name: set() if name == "elr.config" else targets for name, targets in every.items()}
     reach, todo = set(), ["elr.engine"]
@@ -217,7 +190,7 @@ def test_the_readme_picture_of_the_layers_is_the_import_graph():
     # line of the description starts blank
     rows = [re.split(r"\s{3,}", line)[0].split() for line in block.strip().splitlines() if line[:1].strip()]
     assert rows[0] == ["cli"] and rows[-1][0] == "targets"
-    every, _ = import_graph(SRC)
+    every, _ = elr_graph()
     pictured = [name for names in rows for name in names]
     assert len(pictured) == len(set(pictured)), "a module drawn twice"
     row_of, entry = {}, {}  # a module's row, and the name in the picture that stands for it ("data/")
