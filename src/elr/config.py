@@ -22,6 +22,7 @@ class ConfigError(ValueError):
 
 
 FILE_DATASETS = ("image_folder", "csv", "clothing1m", "webvision")  # read from image files (elr.prepare, elr.data.file_dataset)
+_TABLE_KEYS = ("label_column", "feature_columns", "true_label_column", "test_file", "test_fraction")  # features only
 _FILE_KEYS = ("image_size", "crop_size", "train_crop", "workers", "batches_per_epoch", "decode_errors",
               "label_file", "test_label_file", "val_label_file", "imagenet_root")
 
@@ -30,8 +31,8 @@ _FILE_KEYS = ("image_size", "crop_size", "train_crop", "workers", "batches_per_e
 class DataConfig:
     """Where the examples come from and how they are split."""
 
-    dataset: str = "digits"  # cifar10 | cifar100 | npz | digits | image_folder | csv | clothing1m | webvision
-    root: str | None = None  # folder of the python-version CIFAR files, the .npz file, or the image files' folder
+    dataset: str = "digits"  # cifar10 | cifar100 | npz | digits | features | image_folder | csv | clothing1m | webvision
+    root: str | None = None  # CIFAR's python-version folder, the .npz file, the image files' folder; features: .npz, .npy folder or CSV
     val_fraction: float = 0.0  # noisy validation split held out of the training set (authors: 0.1)
     train_size: int | None = None  # keep a seeded, stratified subset of the training set (CPU presets)
     augment: bool = True  # random crop (padding 4) + horizontal flip for image data
@@ -46,6 +47,13 @@ class DataConfig:
     test_label_file: str | None = None  # csv: test list
     val_label_file: str | None = None  # csv: optional validation list
     imagenet_root: str | None = None  # webvision: ILSVRC2012 val images, one folder per synset (second test set)
+    # feature vectors (see elr.data.features)
+    standardize: bool = False  # features, npz features, digits: mean 0, std 1 per feature, fitted on the training split
+    label_column: str = "label"  # features, CSV table: the column of the (possibly wrong) labels
+    feature_columns: list[str] | None = None  # features, CSV table: default every column but the label columns
+    true_label_column: str | None = None  # features, CSV table: clean labels, when known (measures memorization)
+    test_file: str | None = None  # features, CSV table: the test rows, same columns
+    test_fraction: float | None = None  # features without a test set: hold out this share of each class as test rows
 
 
 @dataclass
@@ -169,8 +177,8 @@ class Config:
     def validate(self) -> Config:
         """Check every value; raise ConfigError naming the key and the accepted values."""
         d, n, o, m = self.data, self.noise, self.optim, self.monitor
-        _choice("data.dataset", d.dataset, ("cifar10", "cifar100", "npz", "digits", *FILE_DATASETS))
-        if d.dataset in ("cifar10", "cifar100", "npz", *FILE_DATASETS) and not d.root:
+        _choice("data.dataset", d.dataset, ("cifar10", "cifar100", "npz", "digits", "features", *FILE_DATASETS))
+        if d.dataset in ("cifar10", "cifar100", "npz", "features", *FILE_DATASETS) and not d.root:
             raise ConfigError(f"data.root is required for data.dataset={d.dataset!r}: give data.root=PATH")
         _range("data.val_fraction", d.val_fraction, 0.0, 1.0, hi_open=True)
         _optional_int("data.train_size", d.train_size, 2)
@@ -212,7 +220,41 @@ class Config:
             _validate_forward(self.loss.params)
         self._validate_elr_plus()
         self._validate_files()
+        self._validate_features()
         return self
+
+    def _validate_features(self) -> None:
+        """The feature keys of ``data``: standardisation for feature vectors, the table keys for ``features``."""
+        d, defaults = self.data, DataConfig()
+        if not isinstance(d.standardize, bool):
+            raise ConfigError(f"data.standardize must be true or false, got {d.standardize!r}")
+        if d.standardize and d.dataset not in ("features", "npz", "digits"):
+            raise ConfigError(f"data.standardize scales feature vectors (data.dataset features, npz, digits), not "
+                              f"data.dataset={d.dataset!r}; remove it")
+        if d.dataset != "features":
+            for key in _TABLE_KEYS:
+                if getattr(d, key) != getattr(defaults, key):
+                    raise ConfigError(f"data.{key} applies to data.dataset=features, not {d.dataset!r}; remove it")
+            return
+        for key in ("label_column", "true_label_column", "test_file"):
+            value = getattr(d, key)
+            if (value is not None or key == "label_column") and (not isinstance(value, str) or not value):
+                raise ConfigError(f"data.{key} must be {'a path' if key == 'test_file' else 'a column name'}, "
+                                  f"got {value!r}")
+        if d.true_label_column == d.label_column:
+            raise ConfigError(f"data.true_label_column and data.label_column are both {d.label_column!r}: name two "
+                              f"columns (the given labels, the clean ones)")
+        columns = d.feature_columns
+        if columns is not None:
+            if (not isinstance(columns, list) or not columns
+                    or not all(isinstance(c, str) and c for c in columns)):
+                raise ConfigError(f"data.feature_columns must be a non-empty list of column names, got {columns!r}")
+            if len(set(columns)) != len(columns):
+                raise ConfigError(f"data.feature_columns names a column twice: {columns!r}")
+        if d.test_fraction is not None:
+            _range("data.test_fraction", d.test_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
+            if d.test_file is not None:
+                raise ConfigError("data.test_file and data.test_fraction both give a test set: keep one")
 
     def _validate_files(self) -> None:
         """The image-file keys of ``data``: only for file data sets, and consistent with the data set."""
@@ -292,13 +334,13 @@ class Config:
 
 
 def default_model(data: Any) -> str:
-    """The model of a config that names none: the MLP for digits' feature vectors, ResNet-8 for images.
+    """The model of a config that names none: the MLP for feature vectors (digits, features), ResNet-8 for images.
 
     ``data`` is the config's ``data`` mapping as written (None: the defaults, digits). A ``.npz``
     of feature vectors needs ``model.name: mlp``; ResNet-8 on them is refused naming both keys.
     """
     dataset = data.get("dataset", DataConfig.dataset) if isinstance(data, dict) else DataConfig.dataset
-    return "mlp" if dataset == "digits" else "resnet8"
+    return "mlp" if dataset in ("digits", "features") else "resnet8"
 
 
 # ---- switching a section -------------------------------------------------------------------

@@ -12,7 +12,8 @@ import torch
 from . import noise
 from .config import FILE_DATASETS, Config, ConfigError
 from .data import FileDataset, ImageList, ImageSets, ImageTransform, InMemoryDataset, TrainData
-from .data import read_clothing1m, read_dataset, read_image_folder, read_label_files, read_webvision, stratified_split
+from .data import Standardization, read_clothing1m, read_dataset, read_features, read_image_folder, read_label_files
+from .data import read_webvision, stratified_split
 from .data.cifar_n import CIFAR_N, read_cifar_n
 from .data.clothing1m import CLOTHING1M_MEAN_STD
 from .data.image_transform import IMAGENET_MEAN_STD
@@ -32,6 +33,7 @@ class PreparedData:
     noise_summary: dict[str, Any]
     class_names: list[str] = field(default_factory=list)
     label_to_index: dict[str, int] | None = None  # labels written as names in a CSV -> class index
+    standardization: Standardization | None = None  # data.standardize: what scaled the features
 
 
 def derived_seeds(seed: int) -> dict[str, int]:
@@ -42,11 +44,14 @@ def derived_seeds(seed: int) -> dict[str, int]:
     return {name: int(w) for name, w in zip(names, words)}
 
 
-def prepare_data(config: Config, device: torch.device | str = "cpu") -> PreparedData:
-    """Read the data set, keep the configured subset, apply label noise, split off validation.
+def prepare_data(config: Config, device: torch.device | str = "cpu", *,
+                 standardization: Standardization | None = None) -> PreparedData:
+    """Read the data set, keep the configured subset, apply label noise, split off validation, scale features.
 
     The steps are the same for every kind of data; what differs (how a training set is read, kept
     in part and turned into data sets) is a :class:`_Source`: arrays held in memory, or image files.
+    With ``data.standardize`` the features are scaled by ``standardization`` (a resumed or evaluated
+    run's stored one) or, without it, by one fitted on the training split (not the validation rows).
     """
     d = config.data
     seeds = derived_seeds(config.seed)
@@ -70,17 +75,27 @@ def prepare_data(config: Config, device: torch.device | str = "cpu") -> Prepared
         train_idx, val_idx = stratified_split(noisy, d.val_fraction, seed=seeds["split"])
     else:
         train_idx, val_idx = np.arange(len(noisy)), np.zeros(0, dtype=np.int64)
+    scaling = None
+    if d.standardize:
+        if not isinstance(source, _Arrays) or source.raw.is_image:
+            raise ConfigError(f"data.standardize scales feature vectors, and {d.root or d.dataset} holds images; remove it")
+        width = source.x_train.shape[1]
+        if standardization is not None and len(standardization.mean) != width:
+            raise ValueError(f"the run's stored standardisation scales {len(standardization.mean)} features, but "
+                             f"{d.root or d.dataset} now has {width} a row: the data changed")
+        scaling = standardization or Standardization.fit(source.x_train[train_idx], source.raw.feature_names)
+        source = source.scaled(scaling)
     data = source.datasets(config, noisy, true, train_idx, val_idx, device)
-    return PreparedData(data, noisy, true, val_idx, summary, source.class_names, source.label_to_index)
+    return PreparedData(data, noisy, true, val_idx, summary, source.class_names, source.label_to_index, scaling)
 
 
 def training_images(config: Config) -> np.ndarray | None:
     """The training inputs of an in-memory run in ``noisy_labels.npy`` order, as images to look at.
 
     uint8 (N, H, W, C) for image data, (N, H, W) for features that are pixels (digits); None for
-    other feature vectors and for image-file data sets (their files are listed in examples.csv).
+    other feature vectors (``features``) and for image-file data sets (their files are listed in examples.csv).
     """
-    if config.data.dataset in FILE_DATASETS:
+    if config.data.dataset in (*FILE_DATASETS, "features"):
         return None
     raw = read_dataset(config.data.dataset, config.data.root)
     keep = _subset(config, np.asarray(raw.y_train, dtype=np.int64), derived_seeds(config.seed)["subset"])
@@ -158,39 +173,55 @@ class _Source(Protocol):
 
 
 def _read_source(config: Config) -> _Source:
-    if config.data.dataset in FILE_DATASETS:
+    d = config.data
+    if d.dataset in FILE_DATASETS:
         return _Files(read_image_sets(config))
-    return _Arrays(read_dataset(config.data.dataset, config.data.root))
+    if d.dataset == "features":
+        return _Arrays(read_features(d.root, test_file=d.test_file, test_fraction=d.test_fraction,
+                                     label_column=d.label_column, feature_columns=d.feature_columns,
+                                     true_label_column=d.true_label_column))
+    return _Arrays(read_dataset(d.dataset, d.root))
 
 
 class _Arrays:
-    """Arrays read whole into memory (CIFAR, an npz, digits): :class:`~elr.data.InMemoryDataset`."""
+    """Arrays read whole into memory (CIFAR, an npz, digits, features): :class:`~elr.data.InMemoryDataset`."""
 
     has_own_val = False
-    label_to_index = None
 
     def __init__(self, raw: RawData):
-        self.raw, self.x_train = raw, raw.x_train
+        self.raw, self.x_train, self.x_test = raw, raw.x_train, raw.x_test
         self.labels = np.asarray(raw.y_train, dtype=np.int64)
-        self.true_labels = self.labels  # arrays come with their true labels; noise is added here
+        # published arrays come with their true labels (noise is added here); a table may give them apart
+        known = raw.y_train_true if raw.y_train_true is not None else (raw.y_train if raw.clean else None)
+        self.true_labels = None if known is None else np.asarray(known, dtype=np.int64)
         self.class_names = list(raw.class_names or [])
+        self.label_to_index = raw.label_to_index
         self.num_classes = len(raw.class_names) if raw.class_names else int(max(self.labels.max(), raw.y_test.max()) + 1)
 
     def take(self, keep: np.ndarray) -> _Arrays:
         part = copy.copy(self)
         part.x_train, part.labels = self.x_train[keep], self.labels[keep]
-        part.true_labels = part.labels
+        part.true_labels = None if self.true_labels is None else self.true_labels[keep]
+        return part
+
+    def scaled(self, scaling: Standardization) -> _Arrays:
+        part = copy.copy(self)
+        part.x_train, part.x_test = scaling.apply(self.x_train), scaling.apply(self.x_test)
         return part
 
     def datasets(self, config, noisy, true, train_idx, val_idx, device) -> TrainData:
-        raw, x = self.raw, self.x_train
+        raw, x, x_test = self.raw, self.x_train, self.x_test
         common = {"mean": raw.mean, "std": raw.std, "class_names": raw.class_names}
         images = np.asarray(x).ndim == 4
-        train = InMemoryDataset(x[train_idx], noisy[train_idx], true_labels=true[train_idx],
+        if not images:  # features read as float64 are trained on as float32
+            x, x_test = x.astype(np.float32, copy=False), x_test.astype(np.float32, copy=False)
+        def rows(idx):
+            return None if true is None else true[idx]
+        train = InMemoryDataset(x[train_idx], noisy[train_idx], true_labels=rows(train_idx),
                                 augment=config.data.augment and images, **common)
-        val = (InMemoryDataset(x[val_idx], noisy[val_idx], true_labels=true[val_idx], **common)
+        val = (InMemoryDataset(x[val_idx], noisy[val_idx], true_labels=rows(val_idx), **common)
                if len(val_idx) else None)
-        test = InMemoryDataset(raw.x_test, np.asarray(raw.y_test, dtype=np.int64), **common)
+        test = InMemoryDataset(x_test, np.asarray(raw.y_test, dtype=np.int64), **common)
         return TrainData(train=train.to(device), test=test.to(device),
                          val=val.to(device) if val is not None else None, num_classes=self.num_classes)
 

@@ -106,6 +106,8 @@ TARGETS_SELECTED = register("targets_selected.npz", "ELR and ELR+ with a validat
                             "epoch the noisy validation accuracy selects (best val_acc so far), rewritten each time it "
                             "improves: targets (float32 (N, C)) or values/indices/num_classes (top-k), sources "
                             "(as target_sources.npy), epoch")
+STANDARDIZATION = register("standardization.json", "data.standardize: each feature's mean and scale, fitted on the "
+                           "training split when the run started (resume and `elr eval` scale with them)")
 TRUE_LABELS = register("true_labels.npy", "the clean labels when known (synthetic noise, CIFAR-N, a true_label column)")
 EXAMPLES = register("examples.csv", "image-file data: each training example's path (and list-file line)")
 LABEL_ISSUES = register("label_issues.csv", "`elr detect`: every training example's verdict, most likely wrong first")
@@ -654,6 +656,21 @@ def write_classes(run_dir: str | Path, class_names: list[str], label_to_index: d
 
 def read_classes(run_dir: str | Path) -> dict[str, Any] | None:
     return _read_json(Path(run_dir) / CLASSES)
+
+
+def write_standardization(run_dir: str | Path, record: dict[str, Any]) -> None:
+    atomic_write_text(Path(run_dir) / STANDARDIZATION, json.dumps(record) + "\n")
+
+
+def read_standardization(run_dir: str | Path) -> tuple[dict[str, Any] | None, str]:
+    """The run's stored standardisation record (None when there is none) and the file's path, for messages."""
+    path = Path(run_dir) / STANDARDIZATION
+    if not path.is_file():
+        return None, str(path)
+    try:
+        return json.loads(path.read_text()), str(path)
+    except ValueError:
+        raise ValueError(f"{path}: damaged (not JSON); the run's feature scaling cannot be restored") from None
 
 
 def write_sweep_record(run_dir: str | Path, record: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ import torch
 from . import evidence, rundir
 from .build import build_method, resolve_runtime
 from .config import FILE_DATASETS, Config, ConfigError, estimates_transition
+from .data import Standardization
 from .data.cifar_n import CIFAR_N
 from .distributed import Distributed, attach_target_sync, init_from_env, launched_distributed
 from .engine import Engine, Method, Progress, evaluate
@@ -149,6 +150,8 @@ def _write_run_files(config: Config, prepared: PreparedData, run_dir: Path,
                   "val_indices": prepared.val_indices.tolist()}
     rundir.write_noise(run_dir, noise_info)
     rundir.write_classes(run_dir, prepared.class_names, prepared.label_to_index)
+    if prepared.standardization is not None:
+        rundir.write_standardization(run_dir, prepared.standardization.to_dict())
     if sweep_record is not None:
         rundir.write_sweep_record(run_dir, sweep_record)
 
@@ -192,11 +195,22 @@ def _resume(config: Config, run_dir: Path, progress: Progress | None, device: st
                 f"{run_dir} was trained in one process; resume it with plain `elr train --resume` (not torchrun)"
             )
         runtime = resolve_runtime(config, device, distributed)
-        prepared = prepare_data(config, runtime.device)
+        prepared = prepare_data(config, runtime.device, standardization=_stored_scaling(run_dir, config, "refusing to resume"))
         _check_classes(run_dir, prepared, "refusing to resume")
         _check_noisy_labels(run_dir, state, prepared, "refusing to resume")
         method = build_method(config, prepared, runtime, _saved_transition(config, run_dir), from_checkpoint=True)
         return _fit(config, prepared, method, run_dir, progress, distributed, state)
+
+
+def _stored_scaling(run_dir: Path, config: Config, consequence: str) -> Standardization | None:
+    """``data.standardize``: the scaling the run started with (the data read now may differ from the data then)."""
+    if not config.data.standardize:
+        return None
+    record, where = rundir.read_standardization(run_dir)
+    if record is None:
+        raise ValueError(f"{where} is missing: the run scales its features (data.standardize) with the values "
+                         f"fitted when it started; {consequence}")
+    return Standardization.from_dict(record, where)
 
 
 def _check_classes(run_dir: Path, prepared: PreparedData, consequence: str) -> None:
@@ -249,7 +263,7 @@ def restore_run(run_dir: str | Path, *, device: str | None = None, verb: str = "
     config = rundir.checkpointed_config(run_dir, verb)
     state = rundir.load_checkpoint(run_dir)
     runtime = resolve_runtime(config, device)
-    prepared = prepare_data(config, runtime.device)
+    prepared = prepare_data(config, runtime.device, standardization=_stored_scaling(run_dir, config, f"nothing to {verb}"))
     _check_classes(run_dir, prepared, f"nothing to {verb}")
     if match_labels:
         _check_noisy_labels(run_dir, state, prepared, f"its targets cannot be matched to the examples; nothing to "

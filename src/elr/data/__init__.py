@@ -5,6 +5,8 @@ from .batches import Batches, TrainData
 from .in_memory_dataset import InMemoryDataset, from_raw
 from .readers import RawData, read_cifar, read_dataset, read_digits, read_npz
 from .split import stratified_split
+from .features import read_features
+from .standardize import Standardization
 from .file_dataset import FileDataset, balanced_quotas
 from .file_lists import ImageList, ImageSets, read_image_folder, read_label_files
 from .image_transform import ImageTransform
@@ -17,6 +19,8 @@ __all__ = [
     "read_npz",
     "read_digits",
     "read_dataset",
+    "read_features",
+    "Standardization",
     "stratified_split",
     "random_crop_flip",
     "draw_crop_flip",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .image_transform import IMAGE_EXTENSIONS
+from .label_columns import LabelColumn, csv_rows, delimiter_of, encode_labels
 
 __all__ = ["ImageList", "ImageSets", "read_image_folder", "read_label_files", "check_files_exist", "encode_paths",
            "class_folder_files", "read_lines", "path_and_label", "checked_list"]
@@ -180,55 +179,28 @@ class _Rows:
 def _read_rows(file: Path) -> _Rows:
     if not file.is_file():
         raise FileNotFoundError(f"label file not found: {file}")
-    delimiter = "\t" if file.suffix.lower() in (".tsv", ".tab") else ","
+    delimiter = delimiter_of(file)
     paths, labels, trues, lines = [], [], [], []
     width = None
-    try:
-        text = file.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark from a spreadsheet export is no path
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{file}: not UTF-8 text ({exc})") from None
-    # csv.reader's line_num counts physical lines, which is what a user sees in an editor
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    for row in reader:
-        cells = [c.strip() for c in row]
-        if not any(cells):
-            continue  # blank line
+    for line, cells in csv_rows(file):
         if width is None and [c.lower() for c in cells] in (["path", "label"], ["path", "label", "true_label"]):
             width = len(cells)  # header row
             continue
         if len(cells) not in (2, 3) or (width is not None and len(cells) != width):
             expected = f"{width} columns" if width else "2 or 3 columns"
-            raise ValueError(f"{file} line {reader.line_num}: expected path{delimiter}label[{delimiter}true_label] "
-                             f"({expected}), got {len(cells)}: {row!r}")
+            raise ValueError(f"{file} line {line}: expected path{delimiter}label[{delimiter}true_label] "
+                             f"({expected}), got {len(cells)}: {cells!r}")
         width = len(cells)
         if not cells[0] or not cells[1] or (width == 3 and not cells[2]):
-            raise ValueError(f"{file} line {reader.line_num}: empty path or label in {row!r}")
+            raise ValueError(f"{file} line {line}: empty path or label in {cells!r}")
         paths.append(cells[0])
         labels.append(cells[1])
         if width == 3:
             trues.append(cells[2])
-        lines.append(reader.line_num)
+        lines.append(line)
     if not paths:
         raise ValueError(f"{file} lists no images (expected lines of path{delimiter}label[{delimiter}true_label])")
     return _Rows(file, paths, labels, trues if width == 3 else None, lines)
-
-
-def _is_index(text: str) -> bool:
-    return text.isdigit()  # non-negative integers only; "-1" or "3.0" are names
-
-
-def _check_one_kind(files: dict[str, _Rows]) -> None:
-    """All labels are class indices, or all are names: a mix would make "1" a class name of its own."""
-    first: dict[bool, tuple[_Rows, int, str]] = {}
-    for rows in files.values():
-        for values in (rows.labels, rows.true_labels or []):
-            for k, v in enumerate(values):
-                first.setdefault(_is_index(v), (rows, k, v))
-    if len(first) == 2:
-        (irows, ik, iv), (nrows, nk, nv) = first[True], first[False]
-        raise ValueError(f"{irows.file} line {irows.lines[ik]}: label {iv!r} is a class index but {nrows.file} line "
-                         f"{nrows.lines[nk]} has the name {nv!r}: write every label as a name, or every one as an "
-                         f"index 0 .. K-1")
 
 
 def read_label_files(root: str | Path, label_file: str | Path, test_label_file: str | Path,
@@ -252,37 +224,13 @@ def read_label_files(root: str | Path, label_file: str | Path, test_label_file: 
     files = {"train": _read_rows(resolve(label_file)), "test": _read_rows(resolve(test_label_file))}
     if val_label_file is not None:
         files["val"] = _read_rows(resolve(val_label_file))
-    _check_one_kind(files)
-    train = files["train"]
-    mapping = None
-    if _is_index(train.labels[0]):  # every label is an index (checked above)
-        given = sorted({int(v) for v in train.labels + (train.true_labels or [])})
-        num_classes = given[-1] + 1
-        if len(given) != num_classes:  # a gap: the first class index without a line
-            missing = next(i for i, v in enumerate(given) if v != i)
-            raise ValueError(f"{train.file}: labels are class indices 0 .. {num_classes - 1}, but class {missing} "
-                             f"has no line; number the classes 0 .. K-1 without gaps, or write class names")
-        class_names = [str(i) for i in range(num_classes)]
-        every = [v for r in files.values() for v in (r.labels + (r.true_labels or []))]
-        index = {v: int(v) for v in every if int(v) < num_classes}  # "007" is class 7
-    else:
-        class_names = sorted(set(train.labels) | set(train.true_labels or []))
-        index = mapping = {name: i for i, name in enumerate(class_names)}
-
-    def to_indices(rows: _Rows, values: list[str]) -> np.ndarray:
-        out = np.empty(len(values), dtype=np.int64)
-        for k, v in enumerate(values):
-            if v not in index:
-                raise ValueError(f"{rows.file} line {rows.lines[k]}: unknown label {v!r}; the training labels "
-                                 f"({files['train'].file}) define the classes: {', '.join(class_names)}")
-            out[k] = index[v]
-        return out
-
+    columns = {part: LabelColumn(rows.file, rows.labels, rows.true_labels, rows.lines) for part, rows in files.items()}
+    class_names, mapping, indices = encode_labels(columns)
     lists = {}
     for part, rows in files.items():
-        lists[part] = ImageList(str(root), encode_paths(rows.paths), to_indices(rows, rows.labels),
-                                None if rows.true_labels is None else to_indices(rows, rows.true_labels),
-                                str(rows.file), np.asarray(rows.lines, dtype=np.int64))
+        labels, true_labels = indices[part]
+        lists[part] = ImageList(str(root), encode_paths(rows.paths), labels, true_labels, str(rows.file),
+                                np.asarray(rows.lines, dtype=np.int64))
         check_files_exist(lists[part])
     return ImageSets("csv", class_names, lists["train"], lists["test"], lists.get("val"), label_to_index=mapping)
 

@@ -32,7 +32,8 @@ class RawData:
     Attributes
     ----------
     x_train, x_test : np.ndarray
-        uint8 images of shape (N, H, W, C), or float32 features of shape (N, D).
+        uint8 images of shape (N, H, W, C), or float features of shape (N, D) (float32; the ``features``
+        data set keeps float64 as read until it is standardised).
     y_train, y_test : np.ndarray, int64, shape (N,)
         Labels as distributed with the data set (taken to be the true labels).
     class_names : list of str
@@ -41,6 +42,17 @@ class RawData:
         Data set name, e.g. ``"cifar10"``.
     mean, std : tuple of float or None
         Per-channel normalisation constants in [0, 1] pixel units (length C); None for features.
+    pixels : (int, int) or None
+        Features that are a small image's pixels (digits), for pictures of suspects.
+    y_train_true : np.ndarray or None
+        Clean training labels a file gives beside the (possibly noisy) ``y_train``.
+    clean : bool
+        Without ``y_train_true``: True when ``y_train`` are the true labels (CIFAR, digits, an npz), False
+        when they are labels as given whose truth is unknown (``features``: the user's own labels).
+    label_to_index : dict or None
+        Labels written as names -> class index (None for indices).
+    feature_names : list of str or None
+        The feature columns of a table.
     """
 
     x_train: np.ndarray
@@ -52,6 +64,10 @@ class RawData:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     pixels: tuple[int, int] | None = None  # features that are a small image's pixels in [0, 1] (digits: 8 x 8)
+    y_train_true: np.ndarray | None = None  # clean training labels when the file gives them apart from y_train
+    clean: bool = True  # without y_train_true: y_train are the true labels (published sets), or unknown (features)
+    label_to_index: dict[str, int] | None = None  # labels written as names -> class index
+    feature_names: list[str] | None = None  # a table's feature columns
 
     @property
     def num_classes(self) -> int:
@@ -456,7 +472,8 @@ def read_dataset(name: str, /, root: str | Path | None = None, **kw) -> RawData:
     name : {"cifar10", "cifar100", "npz", "digits"}
         ``cifar10``/``cifar100``: :func:`read_cifar` on ``root`` (required). ``npz``:
         :func:`read_npz` on the file ``root`` (required; ``kw`` may give ``name``, which is
-        why ``name`` here is positional-only).
+        why ``name`` here is positional-only). (The ``features`` data set has its own
+        reader with its own settings: :func:`elr.data.read_features`.)
         ``digits``: :func:`read_digits` with ``kw``; ``root`` is not used.
     root : str or Path, optional
         Folder or file to read from.
