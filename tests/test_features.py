@@ -392,3 +392,19 @@ def test_elr_train_and_elrclassifier_train_the_same_network(tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["train_loss"] for r in records] == [r["train_loss"] for r in clf.history_]
     assert records[-1]["test_acc"] == clf.score(x_test, y_test)
+
+
+def test_standardize_also_scales_digits_and_refuses_an_npz_of_images(tmp_path):
+    from elr.prepare import prepare_data
+    prepared = prepare_data(Config.load(None, ["data.standardize=true", "data.val_fraction=0.1"]))
+    train_inputs = prepared.data.train.inputs.numpy()
+    constant = prepared.standardization.scale == 1.0  # digits has always-blank pixels: centred, not scaled
+    assert constant.sum() >= 1
+    np.testing.assert_allclose(train_inputs.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(train_inputs.std(axis=0)[~constant], 1, rtol=1e-4)
+    assert len(train_inputs) + len(prepared.val_indices) == len(prepared.noisy_labels)
+    np.savez(tmp_path / "images.npz", x_train=np.zeros((4, 8, 8, 3), np.uint8), y_train=np.array([0, 1, 0, 1]),
+             x_test=np.zeros((2, 8, 8, 3), np.uint8), y_test=np.array([0, 1]))
+    with pytest.raises(ConfigError, match=r"data\.standardize scales feature vectors, and .*images\.npz holds images"):
+        prepare_data(Config.load(None, ["data.dataset=npz", f"data.root={tmp_path / 'images.npz'}",
+                                        "data.standardize=true"]))
