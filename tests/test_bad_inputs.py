@@ -81,6 +81,12 @@ class Workspace:
         (root / "lists" / "train.csv").write_text("a.png,cat\nb.png,dog\n")
         for name in ("a.png", "b.png", "c.png"):
             Image.new("RGB", (8, 8), "red").save(root / "lists" / name)
+        # feature tables
+        (root / "tables").mkdir()
+        rows = "".join(f"{i},{i % 5},{'ab'[i % 2]}\n" for i in range(20))
+        (root / "tables" / "nan.csv").write_text("f1,f2,label\n" + rows + "3,nan,a\n")
+        (root / "tables" / "ragged.csv").write_text("f1,f2,label\n" + rows + "3,a\n")
+        (root / "tables" / "words.csv").write_text("f1,f2,label\n" + rows + "3,four,a\n")
         # configs and other files
         (root / "empty.yaml").write_text("")
         (root / "list.yaml").write_text("- a\n- b\n")
@@ -107,6 +113,10 @@ class Workspace:
     def train(self, case: str, *over: str, data: str | None = None) -> list[str]:
         return ["train", "--config", self.config, "--out", str(self.out(case)), f"data.root={data or self.good}",
                 *TINY, *over]
+
+    def table(self, case: str, name: str, *over: str) -> list[str]:
+        return self.train(case, "data.dataset=features", "data.test_fraction=0.5", *over,
+                          data=str(self.root / "tables" / name))
 
     def out(self, case: str) -> Path:
         return self.root / "out" / re.sub(r"\W+", "_", case)
@@ -173,6 +183,14 @@ CASES = [
     ("CSV test label no training line has", lambda w: w.train(
         "csv2", "data.dataset=csv", "data.label_file=train.csv", "data.test_label_file=test.csv",
         data=str(w.root / "lists")), r"test\.csv line 2: unknown label 'bird'"),
+    ("table with a NaN feature", lambda w: w.table("tnan", "nan.csv"),
+     r"nan\.csv line 22, column 'f2': 'nan' \(1 NaN or infinite values in all\); features must be finite numbers"),
+    ("table with a short row", lambda w: w.table("tragged", "ragged.csv"),
+     r"ragged\.csv line 22: 2 fields, but the header \(line 1\) names 3 columns"),
+    ("table with a word among the features", lambda w: w.table("twords", "words.csv"),
+     r"words\.csv line 22, column 'f2': 'four' is not a number"),
+    ("table without the label column", lambda w: w.table("tcol", "nan.csv", "data.label_column=kind"),
+     r"nan\.csv: no column 'kind' \(data\.label_column\); the header names: f1, f2, label"),
     ("truncated CIFAR pickle", lambda w: w.train("cifar", "data.dataset=cifar10", data=str(w.cifar.parent)),
      r"data_batch_3: not a readable CIFAR pickle, truncated or damaged"),
     ("tampered CIFAR pickle", lambda w: w.train("cifar2", "data.dataset=cifar10",

@@ -16,7 +16,7 @@ from elr.cli import main
 from elr.config import Config, ConfigError
 from elr.data import Standardization, read_features
 from elr.data.split import stratified_split
-from elr.runs import evaluate_run, restore_run, resume, train
+from elr.runs import evaluate_run, restore_run, train
 
 PRESETS = Path(__file__).resolve().parents[1] / "configs" / "features"
 NAMES = ["ant", "bee", "cat"]
@@ -347,7 +347,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
-def test_a_killed_features_run_resumes_to_the_uninterrupted_run(tmp_path, table):
+def test_a_killed_features_run_resumes_to_the_uninterrupted_run(tmp_path, table, capsys):
     config = Config.load(PRESETS / "elr.yaml", table_overrides(table, 5))
     path = tmp_path / "config.yaml"
     path.write_text(config.to_yaml())
@@ -355,7 +355,7 @@ def test_a_killed_features_run_resumes_to_the_uninterrupted_run(tmp_path, table)
     proc = subprocess.run([sys.executable, "-c", KILLER, str(path), str(killed)], capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr  # died by SIGKILL in epoch 3
     assert (killed / "standardization.json").is_file()
-    resume(killed)
+    assert main(["train", "--resume", str(killed)]) == 0
     straight = tmp_path / "straight"
     train(config, straight)
     got, want = [(d / "metrics.jsonl").read_text().splitlines() for d in (killed, straight)]
