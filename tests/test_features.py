@@ -408,3 +408,30 @@ def test_standardize_also_scales_digits_and_refuses_an_npz_of_images(tmp_path):
     with pytest.raises(ConfigError, match=r"data\.standardize scales feature vectors, and .*images\.npz holds images"):
         prepare_data(Config.load(None, ["data.dataset=npz", f"data.root={tmp_path / 'images.npz'}",
                                         "data.standardize=true"]))
+
+
+def test_a_clean_label_column_measures_real_noise_without_synthetic_noise(tmp_path, table):
+    rows = table.read_text().splitlines()
+    rng = np.random.default_rng(3)
+    flipped = set(rng.choice(120, size=30, replace=False).tolist())
+    lines = [rows[0] + ",given"]
+    for i, row in enumerate(rows[1:]):
+        true = row.rsplit(",", 1)[1]
+        given = NAMES[(NAMES.index(true) + 1) % 3] if i in flipped else true
+        lines.append(f"{row},{given}")
+    path = tmp_path / "real.csv"
+    path.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    train(Config.load(PRESETS / "elr.yaml", [f"data.root={path}", "data.label_column=given",
+                                             "data.true_label_column=kind", "data.test_fraction=0.25",
+                                             "model.hidden=[16]", "optim.epochs=1"]), run)
+    noisy, true = np.load(run / "noisy_labels.npy"), np.load(run / "true_labels.npy")
+    raw = read_features(path, label_column="given", true_label_column="kind", test_fraction=0.25)
+    assert noisy.tolist() == raw.y_train.tolist() and true.tolist() == raw.y_train_true.tolist()
+    assert 0 < (noisy != true).sum() <= 30
+    noise_json = json.loads((run / "noise.json").read_text())
+    assert noise_json["noise_rate"] == pytest.approx((noisy != true).mean())
+    confusion = np.zeros((3, 3), dtype=int)
+    np.add.at(confusion, (true, noisy), 1)  # every flip is c -> c + 1 (mod 3)
+    assert noise_json["confusion"] == confusion.tolist() and confusion[[0, 1, 2], [2, 0, 1]].sum() == 0
+    assert "mem_wrong_memorized" in json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])

@@ -258,14 +258,16 @@ def _predict(method: Any, dataset: Any, batch_size: int, eps: float):
 
 
 def truth_known(config: Config, prepared: Any) -> bool:
-    """Clean labels are known for synthetic noise, CIFAR-N and a CSV's true_label column.
+    """Clean labels are known for synthetic noise, CIFAR-N and a true-label column (image CSV lists, feature tables).
 
-    An in-memory data set without noise has only its labels as given: nothing says they are clean.
+    A published in-memory data set without noise has only its labels as given: nothing says they are
+    clean. Image files and feature files have true labels (``prepared.true_labels``) only from a column.
     """
     if prepared.true_labels is None:
         return False
     n = config.noise
-    return config.data.dataset in FILE_DATASETS or n.type in CIFAR_N or (n.type != "none" and n.rate > 0)
+    labels_apart = config.data.dataset in (*FILE_DATASETS, "features")  # read from their own column
+    return labels_apart or n.type in CIFAR_N or (n.type != "none" and n.rate > 0)
 
 
 def example_files(prepared: Any) -> dict[str, np.ndarray]:
