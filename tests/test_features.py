@@ -1,5 +1,7 @@
 """The `features` data set: its reader (.npz, a folder of .npy files, CSV/TSV), standardisation, and runs through `elr train`."""
 
+import csv
+import inspect
 import json
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from elr.config import Config, ConfigError
 from elr.data import Standardization, read_features
 from elr.data.split import stratified_split
 from elr.runs import evaluate_run, restore_run, train
+from test_engine import KILLER  # a training process that kills itself in epoch 3
 
 PRESETS = Path(__file__).resolve().parents[1] / "configs" / "features"
 NAMES = ["ant", "bee", "cat"]
@@ -226,9 +229,7 @@ def test_the_feature_keys_are_checked_by_name(overrides, expected):
 
 
 def test_the_presets_are_elrclassifiers_defaults():
-    sklearn = pytest.importorskip("sklearn")  # noqa: F841
-    import inspect
-
+    pytest.importorskip("sklearn")
     from elr import ELRClassifier
     defaults = {k: p.default for k, p in inspect.signature(ELRClassifier).parameters.items()}
     elr, ce = Config.load(PRESETS / "elr.yaml"), Config.load(PRESETS / "ce.yaml")
@@ -323,28 +324,8 @@ def test_elr_detect_on_a_features_run_ranks_the_rows_from_the_saved_targets(tmp_
 
 
 def csv_rows(path):
-    import csv
     with open(path, newline="") as fh:
         yield from csv.DictReader(fh)
-
-
-KILLER = textwrap.dedent("""
-    import os, signal, sys
-    from elr.config import Config
-    from elr.runs import train
-
-    class KillInEpoch3:
-        def epoch_start(self, epoch, epochs, batches):
-            self.epoch, self.batch = epoch, 0
-        def batch_end(self):
-            self.batch += 1
-            if self.epoch == 3 and self.batch == 2:
-                os.kill(os.getpid(), signal.SIGKILL)
-        def epoch_end(self, record):
-            pass
-
-    train(Config.load(sys.argv[1]), sys.argv[2], progress=KillInEpoch3())
-""")
 
 
 def test_a_killed_features_run_resumes_to_the_uninterrupted_run(tmp_path, table, capsys):
