@@ -416,3 +416,53 @@ def test_a_clean_label_column_measures_real_noise_without_synthetic_noise(tmp_pa
     np.add.at(confusion, (true, noisy), 1)  # every flip is c -> c + 1 (mod 3)
     assert noise_json["confusion"] == confusion.tolist() and confusion[[0, 1, 2], [2, 0, 1]].sum() == 0
     assert "mem_wrong_memorized" in json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+@pytest.mark.parametrize("arrays, kw, expected", [
+    ({"x_train": np.ones((4, 2)), "y_train": np.array([0, 1, 0, 1]), "x_test": np.zeros((0, 2)),
+      "y_test": np.zeros(0, int)}, {}, r"f\.npz: x_test holds no rows"),
+    ({"x_train": np.ones((4, 2)), "y_train": np.array([0, 1, 0, 1]), "class_names": np.array(["a", "a"])},
+     {"test_fraction": 0.5}, r"class_names names 'a' twice"),
+    ({"x_train": np.ones((4, 2)), "y_train": np.array([0, 1, 0, 1]), "class_names": np.array(["a", "b", "c"])},
+     {"test_fraction": 0.5}, r"no training row is labelled 'c' \(class 2\), which only class_names names"),
+    ({"x_train": np.ones((4, 2)), "y_train": np.array(["y", "n", "y", "q"]), "class_names": np.array(["y", "n"])},
+     {"test_fraction": 0.5}, r"y_train\[3\] is 'q', which class_names does not name \(it names y, n\)"),
+    ({"x_train": np.ones((2, 2)), "y_train": np.array([b"\xff", b"a"])}, {"test_fraction": 0.5},
+     r"y_train holds b'\\xff', which is not UTF-8 text"),
+    ({"x_train": np.ones((2, 2)), "y_train": np.array([0, 2**63 + 1], dtype=np.uint64)}, {"test_fraction": 0.5},
+     r"y_train holds label 9223372036854775809; class indices are 0 \.\. K-1"),
+])
+def test_more_bad_arrays_found_in_review(tmp_path, arrays, kw, expected):
+    np.savez(tmp_path / "f.npz", **arrays)
+    with pytest.raises(ValueError) as err:
+        read_features(tmp_path / "f.npz", **kw)
+    assert err.match(expected), one_line(err)
+
+
+def test_class_names_give_the_order_of_str_labels_and_classes_come_from_their_own_rows(tmp_path):
+    np.savez(tmp_path / "f.npz", x_train=np.ones((4, 2)), y_train=np.array(["yes", "no", "yes", "no"]),
+             x_test=np.ones((1, 2)), y_test=np.array(["yes"]), class_names=np.array(["yes", "no"]))
+    raw = read_features(tmp_path / "f.npz")
+    assert raw.class_names == ["yes", "no"] and raw.y_train.tolist() == [0, 1, 0, 1] and raw.y_test.tolist() == [0]
+    table = write(tmp_path / "t.csv", "f,label,clean\n1,cat,cat\n2,dog,cat\n3,cat,cat\n4,dog,bird\n")
+    with pytest.raises(ValueError, match=r"no training row is labelled 'bird' \(class 0\), which only the clean-label "
+                                         r"column names"):
+        read_features(table, true_label_column="clean", test_fraction=0.25)
+    with pytest.raises(ValueError, match=r"test_fraction=0\.5 holds out every row of class 'a' \(1 row\), leaving none"):
+        read_features(write(tmp_path / "u.csv", "f,label\n1,a\n2,b\n3,b\n4,b\n"), test_fraction=0.5)
+    # "²" is a digit to str.isdigit but no class index: it is a name, as every other label must then be
+    raw = read_features(write(tmp_path / "s.csv", "f,label\n1,²\n2,b\n3,²\n4,b\n"), test_fraction=0.5)
+    assert raw.class_names == ["b", "²"]
+
+
+def test_values_beyond_float32_and_reordered_columns_are_refused_by_name(tmp_path):
+    from elr.prepare import prepare_data
+    body = "".join(f"{i},{i % 3},{'ab'[i % 2]}\n" for i in range(20))
+    path = write(tmp_path / "t.csv", "small,big,label\n" + body + "1,1e39,a\n")
+    base = ["data.dataset=features", f"data.root={path}", "data.test_fraction=0.25", "model.name=mlp"]
+    with pytest.raises(ValueError, match=r"t\.csv: feature column 'big' holds 1e\+39, beyond float32's range"):
+        prepare_data(Config.load(None, base))
+    assert torch.isfinite(prepare_data(Config.load(None, [*base, "data.standardize=true"])).data.train.inputs).all()
+    stored = Standardization.fit(np.ones((3, 2)), ["big", "small"])
+    with pytest.raises(ValueError, match=r"fitted with feature column 1 'big', but .*t\.csv now has 'small' there"):
+        prepare_data(Config.load(None, [*base, "data.standardize=true"]), standardization=stored)

@@ -79,14 +79,23 @@ def prepare_data(config: Config, device: torch.device | str = "cpu", *,
     if d.standardize:
         if not isinstance(source, _Arrays) or source.raw.is_image:
             raise ConfigError(f"data.standardize scales feature vectors, and {d.root or d.dataset} holds images; remove it")
-        width = source.x_train.shape[1]
-        if standardization is not None and len(standardization.mean) != width:
-            raise ValueError(f"the run's stored standardisation scales {len(standardization.mean)} features, but "
-                             f"{d.root or d.dataset} now has {width} a row: the data changed")
         scaling = standardization or Standardization.fit(source.x_train[train_idx], source.raw.feature_names)
+        _check_stored_scaling(scaling, source.x_train.shape[1], source.raw.feature_names, d.root or d.dataset)
         source = source.scaled(scaling)
     data = source.datasets(config, noisy, true, train_idx, val_idx, device)
     return PreparedData(data, noisy, true, val_idx, summary, source.class_names, source.label_to_index, scaling)
+
+
+def _check_stored_scaling(scaling: Standardization, width: int, names: list[str] | None, where: str) -> None:
+    """A stored scaling must meet the columns it was fitted on (a resumed run's file may have changed since)."""
+    if len(scaling.mean) != width:
+        raise ValueError(f"the run's stored standardisation scales {len(scaling.mean)} features, but {where} now has "
+                         f"{width} a row: the data changed")
+    if scaling.feature_names is not None and names is not None and scaling.feature_names != names:
+        moved = next(k for k, (a, b) in enumerate(zip(scaling.feature_names, names)) if a != b)
+        raise ValueError(f"the run's stored standardisation was fitted with feature column {moved + 1} "
+                         f"{scaling.feature_names[moved]!r}, but {where} now has {names[moved]!r} there: the columns "
+                         f"changed; restore the file, or choose the columns with data.feature_columns")
 
 
 def training_images(config: Config) -> np.ndarray | None:
@@ -214,7 +223,8 @@ class _Arrays:
         common = {"mean": raw.mean, "std": raw.std, "class_names": raw.class_names}
         images = np.asarray(x).ndim == 4
         if not images:  # features read as float64 are trained on as float32
-            x, x_test = x.astype(np.float32, copy=False), x_test.astype(np.float32, copy=False)
+            names = raw.feature_names
+            x, x_test = _as_float32(x, config.data.root, names), _as_float32(x_test, config.data.root, names)
         def rows(idx):
             return None if true is None else true[idx]
         train = InMemoryDataset(x[train_idx], noisy[train_idx], true_labels=rows(train_idx),
@@ -224,6 +234,19 @@ class _Arrays:
         test = InMemoryDataset(x_test, np.asarray(raw.y_test, dtype=np.int64), **common)
         return TrainData(train=train.to(device), test=test.to(device),
                          val=val.to(device) if val is not None else None, num_classes=self.num_classes)
+
+
+def _as_float32(x: np.ndarray, where: str | None, names: list[str] | None) -> np.ndarray:
+    """Features as float32; a value beyond float32's range (it would become inf) is refused, naming its column."""
+    if x.dtype != np.float32 and len(x):
+        top = np.abs(x).max(axis=0)
+        too_big = np.flatnonzero(top > np.finfo(np.float32).max)
+        if len(too_big):
+            col = int(too_big[0])
+            column = repr(names[col]) if names else col
+            raise ValueError(f"{where}: feature column {column} holds {float(top[col]):.4g}, beyond float32's range "
+                             f"(3.4e38) in which the network computes; rescale it or set data.standardize=true")
+    return x.astype(np.float32, copy=False)
 
 
 # (image_size, crop_size) when the config leaves them out: the authors' sizes for the benchmarks

@@ -195,15 +195,18 @@ def _resume(config: Config, run_dir: Path, progress: Progress | None, device: st
                 f"{run_dir} was trained in one process; resume it with plain `elr train --resume` (not torchrun)"
             )
         runtime = resolve_runtime(config, device, distributed)
-        prepared = prepare_data(config, runtime.device, standardization=_stored_scaling(run_dir, config, "refusing to resume"))
+        prepared = prepare_data(config, runtime.device, standardization=stored_scaling(run_dir, config, "refusing to resume"))
         _check_classes(run_dir, prepared, "refusing to resume")
         _check_noisy_labels(run_dir, state, prepared, "refusing to resume")
         method = build_method(config, prepared, runtime, _saved_transition(config, run_dir), from_checkpoint=True)
         return _fit(config, prepared, method, run_dir, progress, distributed, state)
 
 
-def _stored_scaling(run_dir: Path, config: Config, consequence: str) -> Standardization | None:
-    """``data.standardize``: the scaling the run started with (the data read now may differ from the data then)."""
+def stored_scaling(run_dir: Path, config: Config, consequence: str) -> Standardization | None:
+    """``data.standardize``: the scaling the run started with (the data read now may differ from the data then).
+
+    None without ``data.standardize``; a missing or damaged file is a one-line ValueError ending in ``consequence``.
+    """
     if not config.data.standardize:
         return None
     record, where = rundir.read_standardization(run_dir)
@@ -263,7 +266,7 @@ def restore_run(run_dir: str | Path, *, device: str | None = None, verb: str = "
     config = rundir.checkpointed_config(run_dir, verb)
     state = rundir.load_checkpoint(run_dir)
     runtime = resolve_runtime(config, device)
-    prepared = prepare_data(config, runtime.device, standardization=_stored_scaling(run_dir, config, f"nothing to {verb}"))
+    prepared = prepare_data(config, runtime.device, standardization=stored_scaling(run_dir, config, f"nothing to {verb}"))
     _check_classes(run_dir, prepared, f"nothing to {verb}")
     if match_labels:
         _check_noisy_labels(run_dir, state, prepared, f"its targets cannot be matched to the examples; nothing to "

@@ -79,7 +79,8 @@ def estimate_in_run_dir(config: Config, run_dir: Path, *, progress: Progress | N
     runs.train_or_resume(ce, stage_dir, progress=progress, device=device)
     # this config's runtime keys (device, eval_batch_size), not those stage 1 was trained with
     runtime = resolve_runtime(ce, device)
-    prepared = prepare_data(ce, runtime.device)
+    scaling = runs.stored_scaling(stage_dir, ce, "the transition matrix cannot be estimated")
+    prepared = prepare_data(ce, runtime.device, standardization=scaling)  # the inputs stage 1 was trained on
     method = build_method(ce, prepared, runtime, from_checkpoint=True)
     method.load_state_dict(rundir.load_checkpoint(stage_dir)["method"])
     method.eval()

@@ -80,6 +80,7 @@ def read_features(path: str | Path, *, test_file: str | Path | None = None, test
         raw = _read_arrays(path, _npz_arrays(path), "key")
     else:
         raise ValueError(f"features {path}: unknown kind of file ({path.suffix or 'no suffix'}); expected {_WHAT}")
+    _check_every_class_labelled(raw, path)
     if raw.x_test is None:
         if test_fraction is None:
             raise ValueError(f"{path} holds no test set: give data.test_fraction (a share of each class held out) or "
@@ -94,6 +95,17 @@ def read_features(path: str | Path, *, test_file: str | Path | None = None, test
     if raw.y_train_true is not None:
         check_classes(raw.y_train_true, raw.y_test, raw.num_classes, str(path), train="the true labels")
     return raw
+
+
+def _check_every_class_labelled(raw: RawData, path: Path) -> None:
+    """Each class has a training row labelled with it: a class only the clean labels or class_names name is unlearnable."""
+    counts = np.bincount(raw.y_train, minlength=raw.num_classes)
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+        c = int(empty[0])
+        source = "the clean-label column" if raw.y_train_true is not None and c in raw.y_train_true else "class_names"
+        raise ValueError(f"{path}: no training row is labelled {raw.class_names[c]!r} (class {c}), which only {source} "
+                         f"names; every class needs a labelled training row")
 
 
 def _kind(path: Path) -> str:
@@ -158,8 +170,9 @@ def _read_arrays(path: Path, arrays: dict[str, np.ndarray], word: str) -> RawDat
             if y.ndim != 1 or len(y) != len(arrays[x_key]):
                 raise ValueError(f"{named(y_key)} must hold one label per row of {x_key} ({len(arrays[x_key])}), "
                                  f"got shape {y.shape}")
-    if not len(x_train):
-        raise ValueError(f"{named('x_train')} holds no rows")
+    for key, x in (("x_train", x_train), ("x_test", x_test)):
+        if x is not None and not len(x):
+            raise ValueError(f"{named(key)} holds no rows")
     class_names, mapping, y_train, y_test = _array_labels(arrays, named, lambda key: path / f"{key}.npy"
                                                           if word == "file" else path)
     return RawData(x_train, y_train, x_test, y_test, class_names, "features", label_to_index=mapping, clean=False)
@@ -180,26 +193,45 @@ def _array_labels(arrays: dict[str, np.ndarray], named, file_of):
     names = arrays.get("class_names")
     if names is not None and (names.ndim != 1 or names.dtype.kind not in "US"):
         raise ValueError(f"{named('class_names')} must be a 1-D str array, got {names.dtype} {names.shape}")
-    names = None if names is None else [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names.tolist()]
+    if names is not None:
+        names = [_text(n, named("class_names")) for n in names.tolist()]
+        twice = next((n for k, n in enumerate(names) if n in names[:k]), None)
+        if twice is not None:
+            raise ValueError(f"{named('class_names')} names {twice!r} twice; each class needs a name of its own")
     if kinds["y_train"] in "iu":
         return _indices(arrays, named, names)
-    columns = {part: LabelColumn(file_of(f"y_{part}"), [_text(v) for v in arrays[f"y_{part}"]], key=f"y_{part}")
-               for part in ("train", "test") if f"y_{part}" in arrays}
-    class_names, mapping, indices = encode_labels(columns)
-    if names is not None and sorted(names) != class_names:
-        raise ValueError(f"{named('class_names')} must list the names y_train holds ({', '.join(class_names[:10])}"
-                         f"{', ...' if len(class_names) > 10 else ''}), or be left out")
-    return class_names, mapping, indices["train"][0], indices["test"][0] if "test" in indices else None
+    texts = {part: [_text(v, named(f"y_{part}")) for v in arrays[f"y_{part}"]]
+             for part in ("train", "test") if f"y_{part}" in arrays}
+    if names is None:  # the names are numbered in sorted order
+        columns = {part: LabelColumn(file_of(f"y_{part}"), values, key=f"y_{part}") for part, values in texts.items()}
+        class_names, mapping, indices = encode_labels(columns)
+        return class_names, mapping, indices["train"][0], indices["test"][0] if "test" in indices else None
+    mapping = {name: k for k, name in enumerate(names)}  # class_names gives the order
+    out = {}
+    for part, values in texts.items():
+        unknown = next((k for k, v in enumerate(values) if v not in mapping), None)
+        if unknown is not None:
+            raise ValueError(f"{named(f'y_{part}')}[{unknown}] is {values[unknown]!r}, which class_names does not name "
+                             f"(it names {', '.join(names[:10])}{', ...' if len(names) > 10 else ''})")
+        out[part] = np.array([mapping[v] for v in values], dtype=np.int64)
+    return names, mapping, out["train"], out.get("test")
 
 
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+def _text(value, where: str) -> str:
+    if not isinstance(value, bytes):
+        return str(value)
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{where} holds {bytes(value)!r}, which is not UTF-8 text; store the names as a str array") from None
 
 
 def _indices(arrays, named, names: list[str] | None):
     out = {}
     for key in ("y_train", "y_test"):
         if key in arrays:
+            if arrays[key].dtype.kind == "u" and len(arrays[key]) and int(arrays[key].max()) > np.iinfo(np.int64).max:
+                raise ValueError(f"{named(key)} holds label {int(arrays[key].max())}; class indices are 0 .. K-1")
             y = arrays[key].astype(np.int64)
             if len(y) and y.min() < 0:
                 at = int(np.argmin(y))
@@ -367,6 +399,12 @@ def _split_off_test(raw: RawData, fraction: float, seed: int, path: Path) -> Raw
     train, test = stratified_split(raw.y_train, fraction, seed=seed)
     if not len(test):
         raise ValueError(f"{path}: test_fraction={fraction} holds out no row (each class's share rounds to 0); raise it")
+    left = np.bincount(raw.y_train[train], minlength=raw.num_classes)
+    if (left == 0).any():
+        c = int(np.flatnonzero(left == 0)[0])
+        rows = int((raw.y_train == c).sum())
+        raise ValueError(f"{path}: test_fraction={fraction} holds out every row of class {raw.class_names[c]!r} "
+                         f"({rows} row{'s' if rows > 1 else ''}), leaving none to train on; lower it or add rows")
     true = raw.y_train_true
     return RawData(raw.x_train[train], raw.y_train[train], raw.x_train[test],
                    raw.y_train[test] if true is None else true[test], raw.class_names, raw.name,

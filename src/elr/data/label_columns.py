@@ -43,7 +43,7 @@ def csv_rows(file: Path) -> Iterator[tuple[int, list[str]]]:
 
 def is_index(text: str) -> bool:
     """A class index as written: a non-negative integer (``"-1"`` or ``"3.0"`` are names)."""
-    return text.isdigit()
+    return text.isascii() and text.isdigit()  # "²" is a digit to str.isdigit, but no int
 
 
 @dataclass
