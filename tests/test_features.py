@@ -466,3 +466,20 @@ def test_values_beyond_float32_and_reordered_columns_are_refused_by_name(tmp_pat
     stored = Standardization.fit(np.ones((3, 2)), ["big", "small"])
     with pytest.raises(ValueError, match=r"fitted with feature column 1 'big', but .*t\.csv now has 'small' there"):
         prepare_data(Config.load(None, [*base, "data.standardize=true"]), standardization=stored)
+
+
+def test_the_example_table_is_sklearns_wine_and_the_presets_read_it():
+    datasets = pytest.importorskip("sklearn.datasets")
+    cfg = Config.load(PRESETS / "elr.yaml")
+    d = cfg.data
+    root = PRESETS.parents[1] / d.root  # the presets name it relative to the repository
+    raw = read_features(root, label_column=d.label_column, test_fraction=d.test_fraction)
+    wine = datasets.load_wine()
+    assert (raw.x_train.shape, raw.x_test.shape) == ((125, 13), (53, 13))
+    assert raw.class_names == ["cultivar_a", "cultivar_b", "cultivar_c"]
+    x = np.concatenate([raw.x_train, raw.x_test])
+    y = np.concatenate([raw.y_train, raw.y_test])
+    order = np.lexsort(x.T[::-1])
+    want = np.lexsort(wine.data.T[::-1])
+    np.testing.assert_array_equal(x[order], wine.data[want])
+    assert y[order].tolist() == wine.target[want].tolist()

@@ -31,7 +31,7 @@ def read_features(path: str | Path, *, test_file: str | Path | None = None, test
         - an ``.npz`` file, or a folder holding ``x_train.npy``, ``y_train.npy`` (and ``x_test.npy``,
           ``y_test.npy``): the keys of the ``npz`` image set. ``x_*`` are numbers of shape (N, D);
           ``y_*`` are class indices 0 .. K-1 (integers) or class names (a str array). An optional
-          ``class_names`` array names the integer classes.
+          ``class_names`` array names the integer classes, or orders the named ones.
         - a CSV (``.csv``) or TSV (``.tsv``, ``.tab``) table whose first row is a header naming the
           columns: the label column (``label_column``), the feature columns (``feature_columns``,
           default every other column) and optionally the clean labels (``true_label_column``).
