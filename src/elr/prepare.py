@@ -225,6 +225,7 @@ class _Arrays:
         if not images:  # features read as float64 are trained on as float32
             names = raw.feature_names
             x, x_test = _as_float32(x, config.data.root, names), _as_float32(x_test, config.data.root, names)
+
         def rows(idx):
             return None if true is None else true[idx]
         train = InMemoryDataset(x[train_idx], noisy[train_idx], true_labels=rows(train_idx),

@@ -195,7 +195,8 @@ def _resume(config: Config, run_dir: Path, progress: Progress | None, device: st
                 f"{run_dir} was trained in one process; resume it with plain `elr train --resume` (not torchrun)"
             )
         runtime = resolve_runtime(config, device, distributed)
-        prepared = prepare_data(config, runtime.device, standardization=stored_scaling(run_dir, config, "refusing to resume"))
+        scaling = stored_scaling(run_dir, config, "refusing to resume")
+        prepared = prepare_data(config, runtime.device, standardization=scaling)
         _check_classes(run_dir, prepared, "refusing to resume")
         _check_noisy_labels(run_dir, state, prepared, "refusing to resume")
         method = build_method(config, prepared, runtime, _saved_transition(config, run_dir), from_checkpoint=True)
@@ -266,7 +267,8 @@ def restore_run(run_dir: str | Path, *, device: str | None = None, verb: str = "
     config = rundir.checkpointed_config(run_dir, verb)
     state = rundir.load_checkpoint(run_dir)
     runtime = resolve_runtime(config, device)
-    prepared = prepare_data(config, runtime.device, standardization=stored_scaling(run_dir, config, f"nothing to {verb}"))
+    scaling = stored_scaling(run_dir, config, f"nothing to {verb}")
+    prepared = prepare_data(config, runtime.device, standardization=scaling)
     _check_classes(run_dir, prepared, f"nothing to {verb}")
     if match_labels:
         _check_noisy_labels(run_dir, state, prepared, f"its targets cannot be matched to the examples; nothing to "
