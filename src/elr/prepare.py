@@ -79,8 +79,9 @@ def prepare_data(config: Config, device: torch.device | str = "cpu", *,
     if d.standardize:
         if not isinstance(source, _Arrays) or source.raw.is_image:
             raise ConfigError(f"data.standardize scales feature vectors, and {d.root or d.dataset} holds images; remove it")
+        if standardization is not None:
+            _check_stored_scaling(standardization, source.x_train.shape[1], source.raw.feature_names, d.root or d.dataset)
         scaling = standardization or Standardization.fit(source.x_train[train_idx], source.raw.feature_names)
-        _check_stored_scaling(scaling, source.x_train.shape[1], source.raw.feature_names, d.root or d.dataset)
         source = source.scaled(scaling)
     data = source.datasets(config, noisy, true, train_idx, val_idx, device)
     return PreparedData(data, noisy, true, val_idx, summary, source.class_names, source.label_to_index, scaling)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import numbers
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .label_columns import LabelColumn, csv_rows, encode_labels
-from .readers import RawData, check_classes
+from .readers import RawData, check_classes, load_npz
 from .split import stratified_split
 
 __all__ = ["read_features", "ARRAY_KEYS", "TABLE_SUFFIXES"]
@@ -114,20 +113,7 @@ def _kind(path: Path) -> str:
 
 
 def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
-    with open(path, "rb"):  # an unreadable file says so, not "not an archive"
-        pass
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not an .npz archive (a zip of .npy arrays, as np.savez writes)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files if k in (*ARRAY_KEYS, "class_names")}
-    except ValueError as exc:
-        if "pickle" not in str(exc):
-            raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
-        raise ValueError(f"{path}: an array holds Python objects (stored pickled, which is not read); store numbers, "
-                         f"and labels as integers or a str array") from None
-    except Exception as exc:  # a corrupt member
-        raise ValueError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    return load_npz(path, (*ARRAY_KEYS, "class_names"), "x_train, y_train (and x_test, y_test)")[0]
 
 
 def _npy_folder(folder: Path) -> dict[str, np.ndarray]:

@@ -13,7 +13,8 @@ import numpy as np
 
 from .split import stratified_split
 
-__all__ = ["RawData", "read_cifar", "read_npz", "read_digits", "read_dataset", "check_classes", "RefusedPickleError",
+__all__ = ["RawData", "read_cifar", "read_npz", "read_digits", "read_dataset", "check_classes", "load_npz",
+           "RefusedPickleError",
            "NORMALIZATION", "CIFAR10_CLASSES"]
 
 # Per-channel (mean, std) in [0, 1] pixel units, as used by the ELR authors.
@@ -277,6 +278,25 @@ def _check_inputs(x: np.ndarray, key: str, path: Path) -> np.ndarray:
     )
 
 
+def load_npz(path: Path, keys: tuple[str, ...], holding: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays of ``keys`` an ``.npz`` file holds (no pickle), and all its keys; ``holding`` says what it should
+    hold, for messages. Other arrays are not read."""
+    with open(path, "rb"):  # an unreadable file says so, not "not an archive"
+        pass
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not an .npz archive (a zip of .npy arrays, as np.savez writes) holding {holding}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in keys if k in z.files}, list(z.files)
+    except ValueError as exc:
+        if "pickle" not in str(exc):  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+            raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+        raise ValueError(f"{path}: an array holds Python objects (stored pickled, which is not read); store numeric "
+                         f"arrays (and names as str arrays)") from None
+    except Exception as exc:  # corrupt member
+        raise ValueError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+
+
 def _check_labels(y: np.ndarray, n: int, key: str, inputs: str, path: Path) -> np.ndarray:
     if y.ndim != 1 or len(y) != n:
         raise ValueError(f"{path}: {key} must hold one label per row of {inputs} ({n}), got shape {y.shape}")
@@ -347,25 +367,11 @@ def read_npz(path: str | Path, *, name: str = "cifar10") -> RawData:
         raise FileNotFoundError(f"npz file {path} not found (expected arrays {', '.join(_NPZ_KEYS)})")
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty str, got {name!r}")
-    with open(path, "rb"):  # an unreadable file says so, not "not an archive"
-        pass
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not an .npz archive (a zip of .npy arrays, as np.savez writes) holding "
-                         f"{', '.join(_NPZ_KEYS)}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in _NPZ_KEYS if k not in z.files]
-            if missing:
-                raise ValueError(f"{path}: missing key(s) {missing}; keys found: {sorted(z.files)}; required: {list(_NPZ_KEYS)}")
-            arrays = {k: z[k] for k in _NPZ_KEYS}
-            names = z["class_names"] if "class_names" in z.files else None
-    except ValueError as exc:
-        if "pickle" not in str(exc):  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
-            raise
-        raise ValueError(f"{path}: an array holds Python objects (stored pickled, which is not read); store "
-                         f"numeric arrays (and class_names as a str array)") from None
-    except Exception as exc:  # corrupt member
-        raise ValueError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    arrays, files = load_npz(path, (*_NPZ_KEYS, "class_names"), ", ".join(_NPZ_KEYS))
+    missing = [k for k in _NPZ_KEYS if k not in files]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing}; keys found: {sorted(files)}; required: {list(_NPZ_KEYS)}")
+    names = arrays.get("class_names")
 
     x_train = _check_inputs(arrays["x_train"], "x_train", path)
     x_test = _check_inputs(arrays["x_test"], "x_test", path)
