@@ -58,18 +58,19 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
     return getattr(datasets, f"load_{name}")(return_X_y=True)
 
 
-def noisy_labels(y: np.ndarray, kind: str, seed: int) -> np.ndarray:
+def noisy_labels(y: np.ndarray, kind: str, seed: int, rate: float = RATE) -> np.ndarray:
+    """``symmetric``: a uniform redraw with probability ``rate``; ``pair``: c -> c+1 (one-sided 1 -> 0 for two classes)."""
     from elr import noise
 
     num_classes = int(y.max()) + 1
     if kind == "symmetric":
-        return noise.symmetric(y, RATE, num_classes, seed=seed)
+        return noise.symmetric(y, rate, num_classes, seed=seed)
     T = np.eye(num_classes)
     if num_classes == 2:  # one-sided: only class 1 flips
-        T[1] = (RATE, 1 - RATE)
+        T[1] = (rate, 1 - rate)
     else:
         for c in range(num_classes):
-            T[c, c], T[c, (c + 1) % num_classes] = 1 - RATE, RATE
+            T[c, c], T[c, (c + 1) % num_classes] = 1 - rate, rate
     return noise.from_transition_matrix(y, T, seed=seed)
 
 
