@@ -65,7 +65,9 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
     hidden_layer_sizes : sequence of int or int, default (256, 256)
         Widths of the hidden ReLU layers; ``()`` gives a linear softmax model.
     lam : float >= 0, default 3.0
-        Weight of the ELR term; ``0`` is plain cross entropy (the targets are still kept).
+        Weight of the ELR term; ``0`` is plain cross entropy (the targets are still kept). lam, beta
+        and lr were chosen together by noisy-validation accuracy (README, "Tables and embeddings");
+        at a small lr a large lam can collapse unless beta is high.
     beta : float in [0, 1), default 0.7
         Momentum of the targets' running average.
     epochs : int >= 1, default 200
