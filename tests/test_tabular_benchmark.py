@@ -106,3 +106,18 @@ def test_one_table_cell_runs_every_model(bench):
     cell = bench.grid_cell("wine", "sym40", 0, 3.0, 0.7, 0.01)
     assert 1 <= cell["selected_epoch"] <= 200 and 0.0 <= cell["test_selected"] <= 1.0
     assert list(itertools.islice(cell, 6)) == ["dataset", "noise", "seed", "lam", "beta", "lr"]
+
+
+def test_cleanlearning_best_base_is_the_best_mean_of_a_column(bench):
+    rows = [{"dataset": "wine", "noise": "sym40", "model": model, "seed": seed, "test_acc": acc}
+            for model, accs in {"CleanLearning(LogisticRegression)": (0.9, 0.5),   # mean 0.7, best single fit
+                                "CleanLearning(MLPClassifier)": (0.75, 0.75),       # mean 0.75: the best base
+                                "ELRClassifier()": (0.8, 0.8)}.items()
+            for seed, acc in enumerate(accs)]
+    rows.append({"dataset": "digits", "noise": "sym40", "model": "CleanLearning(HistGradientBoosting)",
+                 "seed": 0, "test_acc": 0.6})
+    acc = bench.accuracies(rows)
+    assert acc[("wine", "sym40", bench.CL_BEST)] == [0.75, 0.75]
+    assert acc[("digits", "sym40", bench.CL_BEST)] == [0.6]
+    assert acc[("wine", "sym40", "ELRClassifier()")] == [0.8, 0.8]
+    assert ("wine", "clean", bench.CL_BEST) not in acc
