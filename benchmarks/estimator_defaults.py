@@ -89,16 +89,17 @@ def probe_class():
     return Probe
 
 
-def cell(dataset: str, kind: str, seed: int, lr: float, schedule: str, lam: float) -> dict:
+def probe_fit(split: tuple, noisy: np.ndarray, **params) -> dict:
+    """Fit the probe with a 10% noisy validation split; its test and validation accuracy per epoch and flag quality.
+
+    ``split`` is (X_train, X_test, y_train, y_test) with clean labels; ``noisy`` the training labels fitted.
+    """
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import train_test_split
 
     from elr import detection_quality
 
-    X, y = load(dataset)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
-    noisy = noisy_labels(y_train, kind, seed=1000 + seed)
-    clf = probe_class()(lr=lr, lr_schedule=schedule, lam=lam, validation_fraction=0.1, random_state=seed)
+    X_train, X_test, y_train, y_test = split
+    clf = probe_class()(validation_fraction=0.1, **params)
     clf.probe_test = (X_test, y_test)
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -112,15 +113,24 @@ def cell(dataset: str, kind: str, seed: int, lr: float, schedule: str, lam: floa
     kept = h[clf.best_epoch_ - 1]
     assert abs(kept["test_acc"] - clf.score(X_test, y_test)) < 1e-9  # the kept network is that epoch's
     return {
-        "dataset": dataset, "noise": kind, "seed": seed, "lr": lr, "schedule": schedule, "lam": lam,
         "test_last": h[-1]["test_acc"], "test_selected": kept["test_acc"], "test_best": max(r["test_acc"] for r in h),
         "val_last": h[-1]["val_acc"], "val_selected": kept["val_acc"],
         "selected_epoch": clf.best_epoch_,
         "realised_noise": float(wrong.mean()),
         "auroc_selected": q["auroc"],
-        "collapse_warning": any(issubclass(w.category, ConvergenceWarning) for w in caught),
+        "collapse_warning": any(issubclass(w.category, ConvergenceWarning) for w in caught),  # ELR's only warning
         "seconds": seconds,
     }
+
+
+def cell(dataset: str, kind: str, seed: int, lr: float, schedule: str, lam: float) -> dict:
+    from sklearn.model_selection import train_test_split
+
+    X, y = load(dataset)
+    split = train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
+    noisy = noisy_labels(split[2], kind, seed=1000 + seed)
+    fit = probe_fit(split, noisy, lr=lr, lr_schedule=schedule, lam=lam, random_state=seed)
+    return {"dataset": dataset, "noise": kind, "seed": seed, "lr": lr, "schedule": schedule, "lam": lam, **fit}
 
 
 def key(c: dict) -> str:

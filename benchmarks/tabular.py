@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from estimator_defaults import noisy_labels, probe_class  # noqa: E402  (the sibling study's noise and probe)
+from estimator_defaults import noisy_labels, probe_fit  # noqa: E402  (the sibling study's noise and probe)
 
 OUT = Path(__file__).resolve().parent / "tabular"
 DATASETS = ("digits", "breast_cancer", "wine", "classification")
@@ -153,27 +153,11 @@ def table_cell(dataset: str, noise: str, seed: int) -> list[dict]:
 
 
 def grid_cell(dataset: str, noise: str, seed: int, lam: float, beta: float, lr: float) -> dict:
-    from sklearn.exceptions import ConvergenceWarning
-
-    X_train, X_test, y_train, y_test = split(dataset)
-    given = labels(y_train, noise, seed)
-    clf = probe_class()(lam=lam, beta=beta, lr=lr, validation_fraction=0.1, random_state=seed)
-    clf.probe_test = (X_test, y_test)
-    start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        clf.fit(X_train, given)
-    seconds = time.perf_counter() - start
-    trained = ~clf.validation_mask_
-    q = quality(clf.label_quality_[trained], clf.label_issues_[trained], (given != y_train)[trained])
-    h = clf.history_
-    kept = h[clf.best_epoch_ - 1]
-    assert abs(kept["test_acc"] - clf.score(X_test, y_test)) < 1e-9  # the kept network is that epoch's
+    data = split(dataset)
+    fit = probe_fit(data, labels(data[2], noise, seed), lam=lam, beta=beta, lr=lr, random_state=seed)
     return {"dataset": dataset, "noise": noise, "seed": seed, "lam": lam, "beta": beta, "lr": lr,
-            "test_last": h[-1]["test_acc"], "val_last": h[-1]["val_acc"],
-            "test_selected": kept["test_acc"], "val_selected": kept["val_acc"], "selected_epoch": clf.best_epoch_,
-            "auroc_selected": q["auroc"], "seconds": seconds,
-            "collapse_warning": any("collapsed" in str(w.message) for w in caught)}
+            **{k: fit[k] for k in ("test_last", "val_last", "test_selected", "val_selected", "selected_epoch",
+                                   "auroc_selected", "seconds", "collapse_warning")}}
 
 
 def table_tasks() -> list[tuple]:
