@@ -260,10 +260,14 @@ def test_progress_bars_on_a_terminal_lines_otherwise(tty):
         progress.epoch_start(epoch, 3, 4)
         for _ in range(4):
             progress.batch_end()
-        progress.epoch_end({"epoch": epoch, "train_loss": 0.5, "test_acc": 0.9, "seconds": 1.0})
+        progress.eval_start(2)  # the bar turns to the evaluation's batches
+        for _ in range(2):
+            progress.batch_end()
+        progress.epoch_end({"epoch": epoch, "train_loss": 0.5, "test_acc": 0.9, "seconds": 1.0, "eval_seconds": 0.3})
     out = stream.getvalue()
-    assert out.count("ce epoch   3/3  loss 0.5000  test 90.00%") == 1
+    assert out.count("ce epoch   3/3  loss 0.5000  test 90.00%  1.0s (evaluation 0.3s)") == 1
     assert ("ce epochs: 100%" in out) == tty and ("batch/s" in out) == tty
+    assert ("ce epoch 3/3 evaluating:   0%|          | 0/2 " in out) == tty
 
 
 def test_pick_device_checks_this_machine():

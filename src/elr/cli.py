@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import rundir, theory
-from .config import Config, apply_overrides, did_you_mean
+from .config import Config, apply_overrides, did_you_mean, locate_paths
 from .demo import run_demo
 from .detect import (TARGET_CHOICES, detect_label_issues, label_issue_report, read_run_evidence, resume_command,
                      suspect_images)
@@ -72,7 +72,13 @@ class TerminalProgress:
                                        file=self.stream, unit="epoch")
             self._bar = tqdm(total=batches, desc=f"{self.label}epoch {epoch}/{epochs}", leave=False,
                              position=1, file=self.stream, unit="batch")
-        self._epochs = epochs
+        self._epoch, self._epochs = epoch, epochs
+
+    def eval_start(self, batches: int) -> None:
+        """The training batches are done: the bar now counts the evaluation's batches."""
+        if self._bar is not None:
+            self._bar.reset(total=batches)
+            self._bar.set_description(f"{self.label}epoch {self._epoch}/{self._epochs} evaluating", refresh=True)
 
     def batch_end(self) -> None:
         if self._bar is not None:
@@ -90,7 +96,8 @@ class TerminalProgress:
             parts.append(f"memorized {100 * record['mem_wrong_memorized']:.1f}%")
         if record.get("det_auroc") is not None:
             parts.append(f"wrong-label AUROC {record['det_auroc']:.3f}")
-        parts.append(f"{record['seconds']:.1f}s")
+        evaluation = f" (evaluation {record['eval_seconds']:.1f}s)" if "eval_seconds" in record else ""
+        parts.append(f"{record['seconds']:.1f}s{evaluation}")
         line = "  ".join(parts)
         if self._epoch_bar is not None:
             self._epoch_bar.update()
@@ -136,7 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if not args.config:
             raise ValueError("give --config FILE (see configs/) or --resume RUN_DIR")
-        config = Config.load(args.config, args.overrides)
+        config = locate_paths(Config.load(args.config, args.overrides), Path(args.config).parent)
         out = Path(args.out) if args.out else _default_out(args.config)
     progress = TerminalProgress(announce=True)  # prints the run directory once it exists
     try:

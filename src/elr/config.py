@@ -135,8 +135,9 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     elr_plus: ElrPlusConfig = field(default_factory=ElrPlusConfig)  # read only when method=elr_plus
-    eval_batch_size: int = 1024
+    eval_batch_size: int | str = "auto"  # auto: 1024 on CUDA, 128 on CPU (smaller batches stay in cache)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | str = "auto"  # torch CPU threads; auto: see elr.build.choose_threads
     amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
     channels_last: str = "auto"  # auto (on for CUDA) | on | off
     compile: bool = False  # torch.compile the model(s)
@@ -173,6 +174,13 @@ class Config:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    def eval_batch_for(self, device_type: str) -> int:
+        """``eval_batch_size`` on a device of ``device_type`` ("cuda", "cpu"): auto is 1024 on CUDA, 128 on
+        CPU, where a smaller batch's activations stay in cache (ResNet-8: 0.29 vs 0.48 ms an image)."""
+        if self.eval_batch_size != "auto":
+            return int(self.eval_batch_size)
+        return 1024 if device_type == "cuda" else 128
+
     # ---- validation -------------------------------------------------------------------------
     def validate(self) -> Config:
         """Check every value; raise ConfigError naming the key and the accepted values."""
@@ -207,7 +215,8 @@ class Config:
         if o.nesterov and o.momentum == 0:
             raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
         _optional_int("monitor.subset", m.subset, 1)
-        _int("eval_batch_size", self.eval_batch_size, 1)
+        _auto_int("eval_batch_size", self.eval_batch_size)
+        _auto_int("threads", self.threads)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         _choice("amp", self.amp, ("auto", "bf16", "off"))
@@ -341,6 +350,48 @@ def default_model(data: Any) -> str:
     """
     dataset = data.get("dataset", DataConfig.dataset) if isinstance(data, dict) else DataConfig.dataset
     return "mlp" if dataset in ("digits", "features") else "resnet8"
+
+
+# ---- where relative data paths point -----------------------------------------------------------
+
+# The keys holding a path that is read as given (data.label_file and its kin are relative to data.root).
+PATH_KEYS = ("data.root", "data.imagenet_root", "data.test_file", "noise.file", "loss.transition")
+
+
+def locate_paths(config: Config, folder: str | Path | None, *, strict: bool = True) -> Config:
+    """``config`` with each relative path of :data:`PATH_KEYS` found: in the working directory first
+    (the presets' ``../shared/...`` are written from the repository root), then in ``folder``, the
+    folder of the config file (None: no config file).
+
+    A path found only beside the config file becomes that absolute path; one found in the working
+    directory, or absolute, stays as written (the run's identity keeps the value the user wrote). With
+    ``strict``, a relative path found in neither place is a ConfigError naming both paths tried;
+    otherwise it is left for the reader to report. Returns a new Config; ``config`` is unchanged.
+    """
+    found = copy.deepcopy(config)
+    folder = Path(folder).resolve() if folder is not None else None
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        holder = getattr(found, section)
+        value = holder.params.get(name) if isinstance(holder, Component) else getattr(holder, name)
+        if not isinstance(value, str) or not value or (key == "loss.transition" and not value.endswith(".npy")):
+            continue
+        path = Path(value).expanduser()
+        if path.is_absolute() or path.exists():
+            continue
+        beside = folder / path if folder is not None else None
+        if beside is not None and beside.exists():
+            if isinstance(holder, Component):
+                holder.params[name] = str(beside.resolve())
+            else:
+                setattr(holder, name, str(beside.resolve()))
+        elif strict:
+            tried = f"{Path.cwd() / path} (from the working directory)"
+            if beside is not None:
+                tried += f" nor {beside} (from the config file's folder)"
+            raise ConfigError(f"{key}={value}: not found as {tried}; give an absolute path or start elr from "
+                              f"the folder the path is written from")
+    return found
 
 
 # ---- switching a section -------------------------------------------------------------------
@@ -482,11 +533,14 @@ def _numeric(value: Any) -> Any:
     return value
 
 
+_AUTO_INT = ("eval_batch_size", "threads")  # "auto" or a positive integer
 _ON_OFF = {"amp": {True: "bf16", False: "off"}, "channels_last": {True: "on", False: "off"}}
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """Accept ints for floats and None for optional fields; reject other type mismatches."""
+    if key in _AUTO_INT:  # auto or a count: checked by validate
+        return _numeric(value)
     if isinstance(default, (int, float)) and not isinstance(default, bool):
         value = _numeric(value)
     if value is None or default is None:
@@ -539,6 +593,11 @@ def _range(key, value, lo, hi, *, lo_open=False, hi_open=False) -> None:
 def _int(key: str, value: Any, lo: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise ConfigError(f"{key} must be an integer >= {lo}, got {value!r}")
+
+
+def _auto_int(key: str, value: Any) -> None:
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{key} must be auto or an integer >= 1, got {value!r}")
 
 
 def _optional_int(key: str, value: Any, lo: int) -> None:

@@ -70,12 +70,16 @@ class Progress(Protocol):
     """Receives progress events; the CLI draws bars or prints lines, the library stays silent.
 
     An object may also have ``fit_start(run_dir, epochs_done, epochs)``, called once when a training
-    session starts (``epochs_done > 0``: resumed; ``run_dir`` None without a run directory).
+    session starts (``epochs_done > 0``: resumed; ``run_dir`` None without a run directory), and
+    ``eval_start`` (below).
     """
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None: ...
     def batch_end(self) -> None: ...
     def epoch_end(self, record: dict[str, Any]) -> None: ...
+
+    # Optional: ``eval_start(batches)`` when the epoch's evaluation begins (test set, validation split,
+    # monitor subset: ``batches`` batches of eval_batch_size in all); ``batch_end`` then follows each of them.
 
 
 def predict_all(method: Method, dataset: Batches, batch_size: int) -> Tensor:
@@ -84,19 +88,24 @@ def predict_all(method: Method, dataset: Batches, batch_size: int) -> Tensor:
 
 
 @torch.no_grad()
-def _predict_read(method: Method, dataset: Batches, batch_size: int) -> tuple[Tensor, Tensor]:
+def _predict_read(method: Method, dataset: Batches, batch_size: int, tick: Callable[[], None] | None = None
+                  ) -> tuple[Tensor, Tensor]:
     """Logits of the examples the dataset yields and their positions in it (an image file data set
-    with ``decode_errors: skip`` leaves unreadable files out)."""
+    with ``decode_errors: skip`` leaves unreadable files out); ``tick`` is called after each batch."""
     outs, where = [], []
     for x, _, index in dataset.batches(batch_size, shuffle=False, train=False):
         outs.append(method.predict(x))
         where.append(index)
+        if tick is not None:
+            tick()
     return torch.cat(outs), torch.cat(where).to(dataset.labels.device)
 
 
 @torch.no_grad()
-def evaluate(method: Method, dataset: Batches, batch_size: int) -> dict[str, float]:
-    """Top-1 (and top-5 when there are at least 5 classes) accuracy against the dataset's labels."""
+def evaluate(method: Method, dataset: Batches, batch_size: int, tick: Callable[[], None] | None = None
+             ) -> dict[str, float]:
+    """Top-1 (and top-5 when there are at least 5 classes) accuracy against the dataset's labels;
+    ``tick`` is called after each batch."""
     correct1 = correct5 = None
     for x, y, _ in dataset.batches(batch_size, shuffle=False, train=False):
         logits = method.predict(x)
@@ -105,6 +114,8 @@ def evaluate(method: Method, dataset: Batches, batch_size: int) -> dict[str, flo
         if logits.shape[1] >= 5:
             hit5 = (logits.topk(5, dim=1).indices == y[:, None]).any(dim=1).sum()
             correct5 = hit5 if correct5 is None else correct5 + hit5
+        if tick is not None:
+            tick()
     n = len(dataset)
     result = {"acc": float(correct1) / n}
     if correct5 is not None:
@@ -268,18 +279,21 @@ class Engine:
         self.method.eval()
         banks = self.method.target_banks
         out: dict[str, Any] = {}
+        size, val = self.eval_batch_size, self.data.val if self.data.val is not None and len(self.data.val) else None
+        monitored = self._monitor_set[0] if self._monitor_set is not None else None
+        tick = self._eval_ticks([self.data.test, val, *self.data.extra_tests.values(), monitored])
         if self.data.test is not None:
-            test = evaluate(self.method, self.data.test, self.eval_batch_size)
+            test = evaluate(self.method, self.data.test, size, tick)
             out["test_acc"] = test["acc"]
             if "top5" in test:
                 out["test_top5"] = test["top5"]
-        if self.data.val is not None and len(self.data.val) > 0:
-            out["val_acc"] = evaluate(self.method, self.data.val, self.eval_batch_size)["acc"]
+        if val is not None:
+            out["val_acc"] = evaluate(self.method, val, size, tick)["acc"]
         for name, dataset in self.data.extra_tests.items():
-            out.update({f"{name}_{k}": v for k, v in evaluate(self.method, dataset, self.eval_batch_size).items()})
+            out.update({f"{name}_{k}": v for k, v in evaluate(self.method, dataset, size, tick).items()})
         if self._monitor_set is not None:
             subset, positions = self._monitor_set
-            logits, read = _predict_read(self.method, subset, self.eval_batch_size)  # decode_errors: skip drops some
+            logits, read = _predict_read(self.method, subset, size, tick)  # decode_errors: skip drops some
             noisy, true = subset.labels[read], subset.true_labels[read]
             if self.monitor.memorization:
                 fractions = memorization_fractions(logits.argmax(dim=1), noisy, true)
@@ -292,6 +306,14 @@ class Engine:
         if self.monitor.detection and banks and train.true_labels is not None:  # from the banks: no forward pass
             out.update({f"det_{k}": v for k, v in target_detection(banks, train.labels, train.true_labels).items()})
         return out
+
+    def _eval_ticks(self, datasets: list[Batches | None]) -> Callable[[], None] | None:
+        """Announce the evaluation's batch count to a progress display that shows it; its per-batch tick."""
+        eval_start = getattr(self.progress, "eval_start", None)
+        if eval_start is None:
+            return None
+        eval_start(sum(math.ceil(len(d) / self.eval_batch_size) for d in datasets if d is not None))
+        return self.progress.batch_end
 
     def _datasets(self) -> list[Batches]:
         d = self.data

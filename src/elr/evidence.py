@@ -160,7 +160,8 @@ def collect_evidence(config: Config, method: Any, prepared: Any, epoch: int | No
     held_out = [(data.val, np.asarray(prepared.val_indices))] if len(prepared.val_indices) and data.val is not None \
         else []
     evidence = evidence_rows(method, data.train, _train_positions(n, prepared.val_indices), held_out, n=n,
-                             batch_size=config.eval_batch_size, predict_untrained=predict_untrained)
+                             batch_size=config.eval_batch_for(data.train.device.type),
+                             predict_untrained=predict_untrained)
     unreadable = int((evidence.sources == _UNREADABLE).sum())
     if unreadable:
         log.warning("%d training examples could not be read: no label verdict for them", unreadable)

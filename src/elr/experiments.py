@@ -23,7 +23,7 @@ import yaml
 
 from . import rundir
 from .checkpoint import atomic_write_text
-from .config import SWITCHES, Config, ConfigError, apply_overrides, did_you_mean, switched
+from .config import SWITCHES, Config, ConfigError, apply_overrides, did_you_mean, locate_paths, switched
 from .engine import Progress
 from .plots import plot_report
 from .two_stage import stage1_epochs_left, train_or_resume
@@ -101,6 +101,7 @@ class Sweep:
     overrides: tuple[str, ...] = ()
     description: str = ""
     source: str = ""  # the sweep file's text, copied into the output directory
+    folder: str | None = None  # relative data paths not found from the working directory: tried here (base's folder)
 
     @classmethod
     def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
@@ -131,8 +132,10 @@ class Sweep:
         where = f"sweep {name!r}"
 
         base: dict[str, Any] = {}
+        folder = Path(root)
         if raw.get("base") is not None:
             base_path = Path(root) / str(raw["base"])
+            folder = base_path.parent
             if not base_path.is_file():
                 raise SweepError(f"{where}: base config not found: {base_path}")
             try:
@@ -169,7 +172,7 @@ class Sweep:
         rules = [_parse_rule(item, i, where, methods) for i, item in enumerate(raw.get("rules") or [], 1)]
         apply_overrides({}, overrides)  # malformed key=value strings fail here, before anything else
         return cls(name=name, base=base, grid=dict(grid), methods=methods, rules=rules,
-                   overrides=tuple(overrides), description=str(raw.get("description") or ""))
+                   overrides=tuple(overrides), description=str(raw.get("description") or ""), folder=str(folder))
 
     def expand(self) -> list[RunSpec]:
         """Every run of the sweep, each config validated; the first invalid run raises SweepError."""
@@ -191,7 +194,7 @@ class Sweep:
                     if rule.matches(label, Config.from_dict(raw).to_dict()):
                         raw = merge(raw, rule.set)
                 raw = apply_overrides(raw, self.overrides)
-                config = Config.from_dict(raw).validate()
+                config = locate_paths(Config.from_dict(raw).validate(), self.folder, strict=False)
             except ConfigError as err:
                 raise SweepError(f"{where}: {err}") from None
             if name in seen:
@@ -559,6 +562,11 @@ def run_sweep(
     if not isinstance(jobs, int) or jobs < 1:
         raise SweepError(f"jobs must be a positive integer, got {jobs!r}")
     plan = plan_sweep(sweep, out_dir, only=only)
+    for run in plan.pending:  # a missing data file stops the sweep before any run, naming the paths tried
+        try:
+            locate_paths(run.spec.config, sweep.folder)
+        except ConfigError as err:
+            raise SweepError(f"sweep {sweep.name!r}: run {run.name}: {err}") from None
     conflicts = [r for r in plan.runs if r.status == "conflict"]
     if conflicts:
         lines = "; ".join(f"{r.name}: {r.reason}" for r in conflicts[:5])

@@ -123,7 +123,7 @@ NO_VERDICT_SOURCES = ("unreadable", "untrained")  # their rows are uniform stand
 # the first line of every config.yaml written here: it tells a run's config from a user's own file
 _HEADER = "# elr "
 # a run's config keys that may differ between runs of the same results (devices and speed switches)
-RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "eval_batch_size")
+RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "eval_batch_size", "threads")
 
 
 # ---- status ---------------------------------------------------------------------------------------

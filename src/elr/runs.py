@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import evidence, rundir
-from .build import build_method, resolve_runtime
+from .build import build_method, cpu_threads, resolve_runtime
 from .config import FILE_DATASETS, Config, ConfigError, estimates_transition
 from .data import Standardization
 from .data.cifar_n import CIFAR_N
@@ -245,12 +245,13 @@ def evaluate_run(run_dir: str | Path, *, device: str | None = None) -> dict[str,
     """Evaluate the checkpoint of a run on its test set (and validation split)."""
     config, prepared, method, state = restore_run(run_dir, device=device, verb="evaluate")
     result = {"epoch": int(state["epoch"])}
-    test = evaluate(method, prepared.data.test, config.eval_batch_size)
+    batch = config.eval_batch_for(prepared.data.train.device.type)
+    test = evaluate(method, prepared.data.test, batch)
     result.update({f"test_{k}" if k != "acc" else "test_acc": v for k, v in test.items()})
     if prepared.data.val is not None:
-        result["val_acc"] = evaluate(method, prepared.data.val, config.eval_batch_size)["acc"]
+        result["val_acc"] = evaluate(method, prepared.data.val, batch)["acc"]
     for name, dataset in prepared.data.extra_tests.items():  # WebVision: imagenet_acc, imagenet_top5
-        result.update({f"{name}_{k}": v for k, v in evaluate(method, dataset, config.eval_batch_size).items()})
+        result.update({f"{name}_{k}": v for k, v in evaluate(method, dataset, batch).items()})
     return result
 
 
@@ -316,7 +317,8 @@ def _fit(config: Config, prepared: PreparedData, method: Method, run_dir: Path, 
         meta["world_size"] = distributed.world_size
         attach_target_sync(method)
     engine = Engine(method, prepared.data, optim=config.optim, monitor=config.monitor,
-                    eval_batch_size=config.eval_batch_size, seed=derived_seeds(config.seed)["train"],
+                    eval_batch_size=config.eval_batch_for(prepared.data.train.device.type),
+                    seed=derived_seeds(config.seed)["train"],
                     run_dir=run_dir if main else None, progress=progress if main else None, checkpoint_meta=meta,
                     distributed=distributed,
                     on_epoch_end=evidence.SelectedTargetsKeeper.for_run(config, prepared, run_dir, write=main))
@@ -325,13 +327,15 @@ def _fit(config: Config, prepared: PreparedData, method: Method, run_dir: Path, 
         if isinstance(engine.on_epoch_end, evidence.SelectedTargetsKeeper):
             engine.on_epoch_end.catch_up(engine)
     start = time.perf_counter()
-    history = engine.fit()
-    if evidence.missing_targets_reason(config) is None:  # before the summary: a kill here leaves it resumable
-        evidence.save_label_evidence(run_dir, config, engine.method, prepared, write=main)
+    with cpu_threads(config, prepared.data.train.device, prepared.data.train.sample_shape) as threads:
+        history = engine.fit()
+        if evidence.missing_targets_reason(config) is None:  # before the summary: a kill here leaves it resumable
+            evidence.save_label_evidence(run_dir, config, engine.method, prepared, write=main)
     summary = summarize(history, config, prepared)
     if estimates_transition(config):
         summary["transition_estimate"] = estimate_report(config, prepared, rundir.load_transition(run_dir))
     summary["train_seconds_this_session"] = time.perf_counter() - start
+    summary["threads_this_session"] = threads  # torch's CPU threads (elr.build.cpu_threads)
     if not main:  # another rank of a distributed run: rank 0 writes the summary and plots
         return {**summary, "plots": []}
     rundir.write_summary(run_dir, summary)
