@@ -209,3 +209,22 @@ def test_a_sweep_finds_its_base_configs_data_and_stops_before_any_run_when_it_is
     with pytest.raises(SweepError, match=r"data\.root=data/mine\.npz: not found as .* nor .*configs/data/mine\.npz"):
         run_sweep(Sweep.load(project / "sweeps" / "s.yaml", ["loss.beta=0.9"]), tmp_path / "out2")
     assert not (tmp_path / "out2").exists() or not any(os.scandir(tmp_path / "out2"))
+
+
+def test_train_help_states_the_override_rules_and_lists_every_key(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "loss.name=ce on an ELR preset drops lam and beta" in text
+    assert "from the working directory first, then from the --config file's folder" in text
+    listed = " ".join(text.split())
+    for key, value in Config().to_dict().items():
+        if isinstance(value, dict) and key not in ("model", "loss"):
+            for sub, default in value.items():
+                assert f"{key}.{sub}=" in listed, f"{key}.{sub} missing from elr train --help"
+        elif key not in ("model", "loss"):
+            assert f"{key}=" in listed
+    assert "threads=auto" in listed and "eval_batch_size=auto" in listed
+    assert "mlp: in_features hidden dropout pretrained" in listed
+    assert "elr: lam beta reduction eps" in listed and "forward: transition" in listed

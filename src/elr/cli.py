@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import rundir, theory
-from .config import Config, apply_overrides, did_you_mean, locate_paths
+from .config import OVERRIDE_RULES, Config, apply_overrides, describe_keys, did_you_mean, locate_paths
 from .demo import run_demo
 from .detect import (TARGET_CHOICES, detect_label_issues, label_issue_report, read_run_evidence, resume_command,
                      suspect_images)
@@ -489,7 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages and show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a run from a config, or resume one")
+    p = sub.add_parser("train", help="train a run from a config, or resume one",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=f"{OVERRIDE_RULES}\n\n{describe_keys()}")
     p.add_argument("--config", help="YAML config (see configs/)")
     p.add_argument("--out", help="run directory to create (default runs/<config>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")

@@ -482,6 +482,59 @@ def did_you_mean(word: str, choices: Any, prefix: str = "") -> str:
     return f"did you mean {prefix}{close[0]}? " if close else ""
 
 
+# ---- the keys, as `elr train --help` lists them ------------------------------------------------------
+
+OVERRIDE_RULES = """\
+key=value overrides, after the options: dotted keys into the config, applied in order on top of the
+--config file; each value is read as YAML (optim.milestones=[40,80], data.root=null, model={name: mlp}).
+  - An unknown key is an error naming the closest known one and listing the valid keys.
+  - A new model.name, loss.name or noise.type starts its section afresh, keeping only the keys the new
+    choice reads (loss.name=ce on an ELR preset drops lam and beta; noise.type=cifar10n drops a rate);
+    the section's other overrides then apply to it. A whole section, loss={name: gce, q: 0.7},
+    replaces it.
+  - Relative paths (data.root, data.test_file, data.imagenet_root, noise.file, loss.transition) are
+    looked for from the working directory first, then from the --config file's folder.
+  - device, threads, eval_batch_size, amp, channels_last and compile say how a run is computed, not
+    which run it is: it resumes whatever they are set to."""
+
+
+def describe_keys(width: int = 100) -> str:
+    """Every config key with its default, and the parameters of each model and loss (for ``--help``)."""
+    import textwrap
+
+    from .losses import list_losses
+    from .models import list_models
+
+    def line(items: list[str], indent: str = "  ") -> str:
+        return textwrap.fill("  ".join(items), width, initial_indent=indent, subsequent_indent=indent + "  ",
+                             break_long_words=False, break_on_hyphens=False)
+
+    def shown(value: Any) -> str:
+        return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+    config = Config()
+    top, sections = [], []
+    for f in fields(Config):
+        value = getattr(config, f.name)
+        if isinstance(value, Component):
+            continue
+        if dataclasses.is_dataclass(value):
+            sections.append(line([f"{f.name}.{g.name}={shown(getattr(value, g.name))}" for g in fields(value)]))
+        else:
+            top.append(f"{f.name}={shown(value)}")
+    models = [f"{name}: {' '.join(model_params(name)) or '-'}" for name in list_models()]
+    losses = [f"{name}: {' '.join(loss_params(name)) or '-'}" for name in list_losses()]
+    losses = [f"{x} (transition=estimate: {' '.join(ESTIMATE_KEYS)})" if x.startswith("forward:") else x
+              for x in losses]
+    return "\n".join([
+        "config keys (key=default):", line(top), *sections,
+        "  model.name=mlp for feature vectors, resnet8 for images; model.PARAM for the chosen model:",
+        *(line([m], "    ") for m in models),
+        "  loss.name=elr (lam 3, beta 0.7); loss.PARAM for the chosen loss:",
+        *(line([x], "    ") for x in losses),
+    ])
+
+
 # ---- dataclass <-> dict ---------------------------------------------------------------------
 
 
