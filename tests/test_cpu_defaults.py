@@ -228,3 +228,47 @@ def test_train_help_states_the_override_rules_and_lists_every_key(capsys):
     assert "threads=auto" in listed and "eval_batch_size=auto" in listed
     assert "mlp: in_features hidden dropout pretrained" in listed
     assert "elr: lam beta reduction eps" in listed and "forward: transition" in listed
+
+
+# ---- your own data: the README's one command each ---------------------------------------------------
+
+
+def _write_images(folder: Path, per_class: int, offset: int = 0) -> list[str]:
+    from PIL import Image
+
+    rng = np.random.default_rng(offset)
+    written = []
+    for label, name in enumerate(("cat", "dog")):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 100, size=(80, 90, 3)) + 120 * label
+            path = folder / name / f"{offset + i:03d}.png"
+            Image.fromarray(pixels.astype(np.uint8)).save(path)
+            written.append(f"{path.parent.name}/{path.name},{name}")
+    return written
+
+
+FAST = ["optim.epochs=1", "optim.batch_size=8", "device=cpu"]
+
+
+@pytest.mark.parametrize("kind", ["image_folder", "csv"])
+def test_the_own_data_presets_train_from_a_relative_root(kind, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if kind == "image_folder":
+        _write_images(tmp_path / "pets" / "train", 12)
+        _write_images(tmp_path / "pets" / "test", 4, offset=100)
+        argv = ["data.root=pets"]
+    else:
+        lines = _write_images(tmp_path / "photos", 16)
+        train_lines = [x for i, x in enumerate(lines) if i % 4]
+        test_lines = [x for i, x in enumerate(lines) if not i % 4]
+        (tmp_path / "photos" / "train.csv").write_text("path,label\n" + "\n".join(train_lines) + "\n")
+        (tmp_path / "photos" / "test.csv").write_text("\n".join(test_lines) + "\n")
+        argv = ["data.root=photos", "data.label_file=train.csv", "data.test_label_file=test.csv"]
+    config = REPO / "configs" / "own" / f"{kind}.yaml"
+    assert main(["train", "--config", str(config), *argv, *FAST, "--out", "runs/mine"]) == 0
+    summary = json.loads((tmp_path / "runs" / "mine" / rundir.SUMMARY).read_text())
+    n_test = 8  # 4 test images a class in both layouts
+    assert summary["last"]["epoch"] == 1 and summary["last"]["test_acc"] * n_test == round(summary["last"]["test_acc"] * n_test)
+    classes = json.loads((tmp_path / "runs" / "mine" / rundir.CLASSES).read_text())
+    assert "cat" in json.dumps(classes) and "dog" in json.dumps(classes)
