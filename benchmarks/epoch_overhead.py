@@ -1,14 +1,15 @@
-"""Cost of the engine around the network: one ELR training epoch vs a bare loop on pre-made tensors.
+"""A whole epoch of a preset (training through the engine, then evaluation) against a bare training loop.
 
-The engine epoch is the real thing (``Engine.run_epoch``): batches drawn from the in-memory set,
-crop+flip augmentation, per-batch learning rate, ELR with its target bank, loss and accuracy
-accumulated on the device, checkpoint off (no run directory), memorization monitor off. The bare
-loop runs the same network's forward, cross entropy, backward and SGD step on tensors made once,
-with the same batch count and shapes. Epochs alternate (engine, bare, bare, engine, ...) and the
-medians are compared. A second engine with the memorization monitor on gives the evaluation cost
-(test set, noisy validation split, monitor subset), reported beside the training epoch.
+The engine epoch is the real thing (``Engine.run_epoch`` on the preset's data, model, loss, monitor
+and evaluation; no run directory, so no checkpoint). The bare loop runs the same network's forward,
+cross entropy, backward and SGD step on tensors made once, with the same batch count and shapes.
+They alternate (engine, bare, bare, engine, ...) and the medians are compared. "Before" is the same
+model's evaluation as the engine did it with the ``--before`` settings (default: evaluation batch
+1024 and a 5,000-image memorization monitor, the preset before ``eval_batch_size: auto``), timed in
+the same rounds; evaluation's logits do not depend on the batch size, only its speed does.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/epoch_overhead.py      # ~4 min on 2 cores
+    .venv/bin/python benchmarks/epoch_overhead.py                      # configs/cpu/cifar10_elr_sym40.yaml
+    .venv/bin/python benchmarks/epoch_overhead.py --config configs/cpu/bench_base.yaml threads=1
 """
 
 from __future__ import annotations
@@ -21,35 +22,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from elr.build import build_method, resolve_runtime
-from elr.config import Config
-from elr.engine import Engine
+from elr.build import build_method, cpu_threads, resolve_runtime
+from elr.config import Config, locate_paths
+from elr.engine import Engine, _predict_read, evaluate
 from elr.methods import make_sgd
 from elr.models import create_model
 from elr.prepare import derived_seeds, prepare_data
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10.npz"
-
-
-def make_engine(args, memorization: bool) -> tuple[Engine, Config]:
-    config = Config.from_dict({
-        "seed": 0,
-        "data": {"dataset": "npz", "root": str(args.data), "train_size": args.train_size, "val_fraction": 0.1,
-                 "augment": True},
-        "noise": {"type": "symmetric", "rate": 0.4},
-        "model": {"name": args.model},
-        "loss": {"name": "elr", "lam": 3.0, "beta": 0.7},
-        "optim": {"lr": 0.02, "batch_size": args.batch, "epochs": 1000, "schedule": "cosine"},
-        "monitor": {"memorization": memorization, "subset": 2000},
-        "eval_batch_size": args.eval_batch,
-        "device": args.device,
-    }).validate()
-    runtime = resolve_runtime(config)
-    prepared = prepare_data(config, runtime.device)
-    method = build_method(config, prepared, runtime)
-    engine = Engine(method, prepared.data, optim=config.optim, monitor=config.monitor,
-                    eval_batch_size=config.eval_batch_size, seed=derived_seeds(0)["train"])
-    return engine, config
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def bare_epoch(model, optimizer, batches, device) -> float:
@@ -66,56 +46,89 @@ def bare_epoch(model, optimizer, batches, device) -> float:
     return time.perf_counter() - start
 
 
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def evaluation_parts(engine: Engine, batch: int) -> dict[str, float]:
+    """Seconds of each part of the evaluation at ``batch`` images a batch."""
+    method, data = engine.method, engine.data
+    method.eval()
+    parts = {f"test set ({len(data.test):,} images)": timed(lambda: evaluate(method, data.test, batch))}
+    if data.val is not None and len(data.val):
+        parts[f"validation split ({len(data.val):,})"] = timed(lambda: evaluate(method, data.val, batch))
+    if engine._monitor_set is not None:
+        subset = engine._monitor_set[0]
+        parts[f"memorization monitor ({len(subset):,} training images)"] = timed(
+            lambda: _predict_read(method, subset, batch))
+    return parts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA, help="CIFAR-10 .npz (x_train uint8 N x 32 x 32 x 3, ...)")
-    parser.add_argument("--train-size", type=int, default=5000)
-    parser.add_argument("--model", default="resnet8")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--eval-batch", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=4, help="measured epochs of each kind")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu" / "cifar10_elr_sym40.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    parser.add_argument("--rounds", type=int, default=3, help="measured epochs of each kind")
+    parser.add_argument("--before", nargs="*", default=["eval_batch_size=1024", "monitor.subset=5000"],
+                        metavar="KEY=VALUE", help="the evaluation settings compared against (evaluation only)")
     args = parser.parse_args()
-    if not args.data.is_file():
-        raise SystemExit(f"--data: {args.data} not found (the CIFAR-10 .npz of ../shared/data)")
-
-    engine, config = make_engine(args, memorization=False)
-    monitored, _ = make_engine(args, memorization=True)
-    device = engine.data.train.device
-    n_train = len(engine.data.train)
+    config = locate_paths(Config.load(args.config, args.overrides), args.config.parent)
+    before = Config.load(args.config, [*args.overrides, *args.before])
+    runtime = resolve_runtime(config)
+    prepared = prepare_data(config, runtime.device)
+    method = build_method(config, prepared, runtime)
+    train = prepared.data.train
+    eval_batch, old_batch = config.eval_batch_for(runtime.device.type), before.eval_batch_for(runtime.device.type)
+    seed = derived_seeds(config.seed)["train"]
+    engine = Engine(method, prepared.data, optim=config.optim, monitor=config.monitor, eval_batch_size=eval_batch,
+                    seed=seed)
+    old = Engine(method, prepared.data, optim=config.optim, monitor=before.monitor, eval_batch_size=old_batch, seed=seed)
+    device, n_train, b = train.device, len(train), config.optim.batch_size
     g = torch.Generator().manual_seed(0)
-    full = n_train // args.batch
-    shapes = [args.batch] * full + ([n_train - full * args.batch] if n_train % args.batch else [])
-    batches = [(torch.randn(b, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (b,), generator=g).to(device))
-               for b in shapes]
+    shapes = [b] * (n_train // b) + ([n_train % b] if n_train % b else [])
+    batches = [(torch.randn(s, *train.sample_shape, generator=g).to(device),
+                torch.randint(0, prepared.data.num_classes, (s,), generator=g).to(device)) for s in shapes]
     torch.manual_seed(0)
-    model = create_model(args.model, 10).to(device)
+    shape = {"in_channels": train.sample_shape[0]} if len(train.sample_shape) == 3 else \
+        {"in_features": train.sample_shape[0]}
+    model = create_model(config.model.name, prepared.data.num_classes, **{**config.model.params, **shape}).to(device)
     optimizer = make_sgd(model, config.optim)
 
-    print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads; {args.model}, "
-          f"{n_train} training images, batch {args.batch}; {args.rounds} measured epochs of each kind after 1 warm-up")
-    engine.run_epoch(), monitored.run_epoch(), bare_epoch(model, optimizer, batches, device)  # warm-up
-    eng, bare, eval_off, eval_on = [], [], [], []
-    for r in range(args.rounds):
-        pair = ("engine", "bare") if r % 2 == 0 else ("bare", "engine")
-        for kind in pair:
-            if kind == "engine":
-                record = engine.run_epoch()
-                eng.append(record["train_seconds"])
-                eval_off.append(record["eval_seconds"])
-            else:
-                bare.append(bare_epoch(model, optimizer, batches, device))
-        eval_on.append(monitored.run_epoch()["eval_seconds"])
-    e, b = statistics.median(eng), statistics.median(bare)
-    off, on = statistics.median(eval_off), statistics.median(eval_on)
+    name = args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config
+    with cpu_threads(config, device, train.sample_shape) as threads:
+        print(f"{name} {' '.join(args.overrides)}: torch {torch.__version__}, {device}, {threads} threads; "
+              f"{config.model.name}, {n_train:,} training images, batch {b}; evaluation batch {eval_batch} "
+              f"(before: {' '.join(args.before)}); {args.rounds} measured epochs of each kind after 1 warm-up")
+        engine.run_epoch(), bare_epoch(model, optimizer, batches, device)  # warm-up
+        train_s, eval_s, bare_s, old_s, parts = [], [], [], [], []
+        for r in range(args.rounds):
+            for kind in (("engine", "bare") if r % 2 == 0 else ("bare", "engine")):
+                if kind == "engine":
+                    record = engine.run_epoch()
+                    train_s.append(record["train_seconds"])
+                    eval_s.append(record["eval_seconds"])
+                else:
+                    bare_s.append(bare_epoch(model, optimizer, batches, device))
+            old_s.append(timed(old._evaluate))
+            parts.append(evaluation_parts(engine, eval_batch))
+    bare, trained, evaluated = statistics.median(bare_s), statistics.median(train_s), statistics.median(eval_s)
+    then = statistics.median(old_s)
     print("\n| measure | seconds | ratio |")
     print("|---|---|---|")
-    print(f"| bare loop, one epoch | {b:.2f} | 1 |")
-    print(f"| engine ELR training epoch (monitor off) | {e:.2f} | {e / b:.3f} x bare |")
-    print(f"| evaluation: test {len(engine.data.test)} + validation {len(engine.data.val)} | {off:.2f} | "
-          f"{off / e:.3f} x training epoch |")
-    print(f"| evaluation with the memorization monitor (+2000 training images) | {on:.2f} | {on / off:.3f} x "
-          f"evaluation without |")
+    print(f"| bare loop, one epoch | {bare:.2f} | 1 |")
+    print(f"| engine training epoch | {trained:.2f} | {trained / bare:.3f} x bare |")
+    print(f"| evaluation | {evaluated:.2f} | {evaluated / trained:.3f} x training epoch |")
+    print(f"| **whole epoch (training + evaluation) / bare loop** | {trained + evaluated:.2f} | "
+          f"**{(trained + evaluated) / bare:.3f}** |")
+    print(f"| before: evaluation with {' '.join(args.before)} | {then:.2f} | {then / trained:.3f} x training epoch |")
+    print(f"| before: whole epoch / bare loop | {trained + then:.2f} | {(trained + then) / bare:.3f} |")
+    print(f"\n| evaluation part (batch {eval_batch}) | seconds | share |")
+    print("|---|---|---|")
+    shares = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
+    for part, seconds in shares.items():
+        print(f"| {part} | {seconds:.2f} | {seconds / sum(shares.values()):.0%} |")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 Two parts, each measured in one run with the variants interleaved (A B B A ...) and medians compared:
 
 - ``demo``: wall time of ``elr demo`` (CE and ELR, 200 epochs each, a tiny MLP) in a fresh process,
-  with elr's default threads against ``OMP_NUM_THREADS=1`` (and, with ``--all-cores``, against
-  ``threads`` set to every core).
+  with elr's default threads against ``OMP_NUM_THREADS=1`` and, with ``--all-cores``, against
+  ``--threads`` set to every core (torch's own default, what elr used before ``threads: auto``).
 - ``steps``: seconds a training step (forward, cross entropy, backward, SGD) of each model at the
   batch size of its preset, with 1 thread and with every core, in this process.
 
@@ -12,7 +12,7 @@ Two parts, each measured in one run with the variants interleaved (A B B A ...) 
 PID afterwards. Oversubscribed OpenMP threads spin-wait for the slowest thread, so a thread per core
 on a machine where one core is taken can run slower than one thread.
 
-    .venv/bin/python benchmarks/threads.py demo  --rounds 2   # ~8 min on 2 cores
+    .venv/bin/python benchmarks/threads.py demo --all-cores   # ~10 min on 2 cores
     .venv/bin/python benchmarks/threads.py steps              # ~2 min
 """
 
@@ -60,7 +60,7 @@ def part_demo(args) -> None:
     cores = os.cpu_count() or 1
     variants = {"elr default threads": ({}, []), "OMP_NUM_THREADS=1": ({"OMP_NUM_THREADS": "1"}, [])}
     if args.all_cores:
-        variants[f"threads={cores}"] = ({}, [f"--threads={cores}"])
+        variants[f"--threads {cores}"] = ({}, ["--threads", str(cores)])
     print(f"elr demo (CE + ELR, 200 epochs each), {cores} cores, {args.rounds} rounds of each variant per condition")
     print("\n| condition | variant | median seconds | runs | ratio to OMP_NUM_THREADS=1 |\n|---|---|---|---|---|")
     for cond in args.conditions:

@@ -250,6 +250,10 @@ CASES = [
     ("theory with n=-5", lambda w: ["theory", "--out", str(w.out("th")), "n=-5"], r"n must be an integer >= 2"),
     ("theory key misspelt", lambda w: ["theory", "--out", str(w.out("th2")), "sigmaa=1"], r"did you mean sigma\?"),
     ("demo of no epochs", lambda w: ["demo", "--out", str(w.out("demo")), "--epochs", "0"], r"--epochs must be a count >= 1"),
+    ("demo on no threads", lambda w: ["demo", "--out", str(w.out("demo")), "--threads", "0"],
+     r"--threads must be auto or a count >= 1, got 0"),
+    ("train with threads of a word", lambda w: w.train("threads", "threads=many"),
+     r"threads must be auto or an integer >= 1, got 'many'"),
     ("plot of no run", lambda w: ["plot", str(w.root / "nowhere"), "--out", str(w.out("plot") / "f.png")],
      r"nowhere is not a run directory: it does not exist"),
     # faults of the machine

@@ -251,9 +251,22 @@ def _write_images(folder: Path, per_class: int, offset: int = 0) -> list[str]:
 FAST = ["optim.epochs=1", "optim.batch_size=8", "device=cpu"]
 
 
-@pytest.mark.parametrize("kind", ["image_folder", "csv"])
-def test_the_own_data_presets_train_from_a_relative_root(kind, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["image_folder", "csv", "features"])
+def test_the_own_data_presets_train_from_a_relative_root(kind, tmp_path, monkeypatch, capsys):
+    """The README's "Your own data" commands, from the data's folder (the configs named by full path)."""
     monkeypatch.chdir(tmp_path)
+    if kind == "features":
+        rng = np.random.default_rng(0)
+        y = np.arange(40) % 2
+        rows = [f"{a:.4f},{b:.4f},{'yes' if t else 'no'}" for (a, b), t in zip(rng.normal(size=(40, 2)) + y[:, None], y)]
+        (tmp_path / "mine.csv").write_text("f1,f2,y\n" + "\n".join(rows) + "\n")
+        config = REPO / "configs" / "features" / "elr.yaml"
+        assert main(["train", "--config", str(config), "data.root=mine.csv", "data.label_column=y",
+                     "optim.epochs=2", "--out", "runs/mine"]) == 0
+        summary = json.loads((tmp_path / "runs" / "mine" / rundir.SUMMARY).read_text())
+        n_test = 12  # test_fraction 0.3 of 20 rows a class: 6 a class
+        assert summary["last"]["test_acc"] * n_test == pytest.approx(round(summary["last"]["test_acc"] * n_test))
+        return
     if kind == "image_folder":
         _write_images(tmp_path / "pets" / "train", 12)
         _write_images(tmp_path / "pets" / "test", 4, offset=100)
@@ -272,3 +285,6 @@ def test_the_own_data_presets_train_from_a_relative_root(kind, tmp_path, monkeyp
     assert summary["last"]["epoch"] == 1 and summary["last"]["test_acc"] * n_test == round(summary["last"]["test_acc"] * n_test)
     classes = json.loads((tmp_path / "runs" / "mine" / rundir.CLASSES).read_text())
     assert "cat" in json.dumps(classes) and "dog" in json.dumps(classes)
+    capsys.readouterr()
+    assert main(["detect", "runs/mine"]) == 0
+    assert (tmp_path / "runs" / "mine" / rundir.LABEL_ISSUES).is_file()

@@ -17,7 +17,7 @@ LOSSES = ("ce", "elr")  # each trains into the demo folder's subfolder of that n
 DEMO_FILES = (*LOSSES, rundir.SUMMARY, rundir.MEMORIZATION_PLOT, rundir.GRADIENT_PLOT)
 
 
-def demo_config(loss: str, *, epochs: int = 200, seed: int = 0) -> Config:
+def demo_config(loss: str, *, epochs: int = 200, seed: int = 0, threads: int | str = "auto") -> Config:
     """The demo's setting: an MLP 64-512-512-10, SGD lr 0.05, batch 64, constant schedule."""
     loss_section: dict[str, Any] = {"name": loss}
     if loss == "elr":
@@ -32,6 +32,7 @@ def demo_config(loss: str, *, epochs: int = 200, seed: int = 0) -> Config:
                   "epochs": epochs, "schedule": "constant"},
         "monitor": {"memorization": True, "gradient_terms": True},
         "device": "cpu",
+        "threads": threads,
     }).validate()
 
 
@@ -40,6 +41,7 @@ def run_demo(
     *,
     epochs: int = 200,
     seed: int = 0,
+    threads: int | str = "auto",
     progress: Callable[[str], Progress | None] | None = None,
 ) -> dict[str, Any]:
     """Train CE then ELR into ``out_dir/ce`` and ``out_dir/elr``; write a joint summary and plot.
@@ -51,7 +53,7 @@ def run_demo(
     last-epoch test accuracy, its peak test accuracy and the memorized fraction of wrong labels.
     """
     out = Path(out_dir)
-    configs = {loss: demo_config(loss, epochs=epochs, seed=seed) for loss in LOSSES}
+    configs = {loss: demo_config(loss, epochs=epochs, seed=seed, threads=threads) for loss in LOSSES}
     foreign = rundir.foreign_entries(out, DEMO_FILES)
     if foreign:
         raise FileExistsError(f"{out} holds {foreign[0]!r}, which is not the demo's; choose another --out")
