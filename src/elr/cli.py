@@ -508,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="CE vs ELR on digits with 40%% label noise (offline, ~45 s on 2 cores)")
+    p = sub.add_parser("demo", help="CE vs ELR on digits with 40%% label noise (offline, ~1 min on 2 cores)")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)

@@ -6,14 +6,15 @@ import copy
 import dataclasses
 import difflib
 import math
+import textwrap
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .losses import check_loss_params, loss_params
-from .models import model_params
+from .losses import check_loss_params, list_losses, loss_params
+from .models import list_models, model_params
 from .models.registry import check_model_params
 
 
@@ -500,11 +501,6 @@ key=value overrides, after the options: dotted keys into the config, applied in 
 
 def describe_keys(width: int = 100) -> str:
     """Every config key with its default, and the parameters of each model and loss (for ``--help``)."""
-    import textwrap
-
-    from .losses import list_losses
-    from .models import list_models
-
     def line(items: list[str], indent: str = "  ") -> str:
         return textwrap.fill("  ".join(items), width, initial_indent=indent, subsequent_indent=indent + "  ",
                              break_long_words=False, break_on_hyphens=False)
