@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from elr.build import build_method, cpu_threads, resolve_runtime
+from elr.build import build_method, resolve_runtime
 from elr.config import Config, locate_paths
 from elr.engine import Engine, _predict_read, evaluate
-from elr.methods import make_sgd
+from elr.methods import cpu_threads, make_sgd
 from elr.models import create_model
 from elr.prepare import derived_seeds, prepare_data
 
@@ -97,7 +97,7 @@ def main() -> None:
     optimizer = make_sgd(model, config.optim)
 
     name = args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config
-    with cpu_threads(config, device, train.sample_shape) as threads:
+    with cpu_threads(config.threads, device, train.sample_shape) as threads:
         print(f"{name} {' '.join(args.overrides)}: torch {torch.__version__}, {device}, {threads} threads; "
               f"{config.model.name}, {n_train:,} training images, batch {b}; evaluation batch {eval_batch} "
               f"(before: {' '.join(args.before)}); {args.rounds} measured epochs of each kind after 1 warm-up")

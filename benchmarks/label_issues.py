@@ -75,7 +75,7 @@ def kfold_row(folds: int) -> str:
 
 
 def setting_config(dataset: str, noise: str, seed: int, epochs: int | None, data_dir: Path) -> Config:
-    overrides = [*NOISES[(dataset, noise)], f"seed={seed}"]
+    overrides = [*NOISES[(dataset, noise)], f"seed={seed}", f"threads={torch.get_num_threads()}"]  # main's --threads
     if "data.dataset=npz" in overrides and dataset == "digits":
         overrides.append(f"data.root={digits_npz(data_dir)}")
     if epochs is not None:
@@ -148,11 +148,13 @@ def ce_fold(config: Config, everything: PreparedData, k: int, folds: int, cache:
         ce = replace(config, loss=replace(config.loss, name="ce", params={}))
         method = build_method(ce, part, resolve_runtime(ce))
         engine = Engine(method, part.data, optim=ce.optim, monitor=MonitorConfig(memorization=False),
-                        eval_batch_size=ce.eval_batch_size, seed=derived_seeds(ce.seed)["train"] + k)
+                        eval_batch_size=ce.eval_batch_for(train_all.device.type),
+                        seed=derived_seeds(ce.seed)["train"] + k)
         history = engine.fit()
         start = time.perf_counter()
         method.eval()
-        logits = predict_all(method, train_all.subset(torch.from_numpy(held_idx)), ce.eval_batch_size)
+        held = train_all.subset(torch.from_numpy(held_idx))
+        logits = predict_all(method, held, ce.eval_batch_for(train_all.device.type))
         probs = torch.softmax(logits.double(), dim=1).numpy()
         meta = {"train_seconds": sum(r["train_seconds"] for r in history),
                 "seconds": sum(r["seconds"] for r in history) + time.perf_counter() - start}

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from elr import rundir
-from elr.build import cpu_threads
+from elr.methods import cpu_threads
 from elr.cli import main
 from elr.config import Config, ConfigError, locate_paths
 from elr.experiments import Sweep, SweepError, run_sweep
@@ -71,7 +71,7 @@ def test_cpu_threads_chooses_by_the_data_and_gives_the_count_back(threads, shape
     try:
         torch.set_num_threads(2)
         config = Config.from_dict({"threads": threads}).validate()
-        with cpu_threads(config, torch.device(device), shape) as count:
+        with cpu_threads(config.threads, torch.device(device), shape) as count:
             assert count == torch.get_num_threads() == (expected or 2)
         assert torch.get_num_threads() == 2
     finally:

@@ -46,35 +46,6 @@ def resolve_runtime(config: Config, device: str | None = None, distributed: Dist
     return Runtime(dev, torch.bfloat16 if amp else None, channels_last, config.compile)
 
 
-# ---- CPU threads ---------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def cpu_threads(config: Config, device: torch.device, sample_shape: tuple[int, ...]):
-    """Torch's CPU threads while a run trains (yields the count; the process's own count comes back after).
-
-    ``threads: N`` is taken as given. ``auto`` keeps the process's count (every core, or
-    ``OMP_NUM_THREADS``, or a sweep worker's share of the cores) except for feature vectors on the
-    CPU, whose small networks get one thread: their steps are too short to share, and with a core
-    taken by other work the second thread waits on every operation (``elr demo``, 2 cores: 1.24x
-    faster quiet with 2 threads, 3x slower with one core busy; ``benchmarks/threads.py``). The
-    choice depends on the config, the data's shape and the machine, never on its load, so a run
-    repeats bit for bit (the thread count changes the order of sums).
-    """
-    previous = torch.get_num_threads()
-    if config.threads != "auto":
-        count = int(config.threads)
-    elif device.type == "cpu" and len(sample_shape) == 1:
-        count = 1
-    else:
-        count = previous
-    torch.set_num_threads(count)
-    try:
-        yield count
-    finally:
-        torch.set_num_threads(previous)
-
-
 def true_transition(config: Config, num_classes: int) -> np.ndarray:
     """The transition matrix of the configured synthetic noise model (identity without noise)."""
     n = config.noise

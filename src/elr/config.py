@@ -138,7 +138,7 @@ class Config:
     elr_plus: ElrPlusConfig = field(default_factory=ElrPlusConfig)  # read only when method=elr_plus
     eval_batch_size: int | str = "auto"  # auto: 1024 on CUDA, 128 on CPU (smaller batches stay in cache)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | str = "auto"  # torch CPU threads; auto: see elr.build.choose_threads
+    threads: int | str = "auto"  # torch CPU threads; auto: one for feature vectors on CPU (elr.methods.cpu_threads)
     amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
     channels_last: str = "auto"  # auto (on for CUDA) | on | off
     compile: bool = False  # torch.compile the model(s)
@@ -177,7 +177,8 @@ class Config:
 
     def eval_batch_for(self, device_type: str) -> int:
         """``eval_batch_size`` on a device of ``device_type`` ("cuda", "cpu"): auto is 1024 on CUDA, 128 on
-        CPU, where a smaller batch's activations stay in cache (ResNet-8: 0.29 vs 0.48 ms an image)."""
+        CPU, where a smaller batch's activations stay in cache (ResNet-8, 2 threads: 0.21 vs 0.75 ms an
+        image; benchmarks/epoch_overhead.py). The logits do not depend on it."""
         if self.eval_batch_size != "auto":
             return int(self.eval_batch_size)
         return 1024 if device_type == "cuda" else 128

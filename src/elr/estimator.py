@@ -22,7 +22,7 @@ from .engine import Engine
 from .label_issues import _argmax_flags, _scores, _suggest, check_probabilities
 from .errors import DivergedError
 from .losses import ELRLoss
-from .methods import Runtime, Standard, pick_device
+from .methods import Runtime, Standard, cpu_threads, pick_device
 from .models import create_model
 from .prepare import derived_seeds
 
@@ -91,8 +91,9 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
         agreeing with those same noisy labels. None trains on every row and keeps the last epoch.
     random_state : int, numpy RandomState or None, default None
         Seeds the weights, the batch order and the validation split; the same int gives the same
-        model, bitwise on CPU with the same number of torch threads (another number sums in another
-        order). None draws a seed from NumPy's global generator.
+        model, bitwise on the same CPU (training runs on one torch thread there, as ``elr train``
+        does on feature vectors: a small network gains little from more and collapses when another job
+        holds a core). None draws a seed from NumPy's global generator.
     device : str or torch.device, default "cpu"
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or ``"auto"`` (CUDA when available).
     verbose : int, default 0
@@ -231,7 +232,8 @@ class ELRClassifier(ClassifierMixin, BaseEstimator):
         engine = Engine(method, data, optim=optim, monitor=MonitorConfig(memorization=False),
                         eval_batch_size=_PREDICT_BATCH, seed=seeds["train"],
                         progress=_EpochPrinter() if self.verbose else None)
-        kept = self._train(engine, method, with_validation=len(val_pos) > 0)
+        with cpu_threads("auto", device, (features.shape[1],)):  # one thread on the CPU, as `elr train` on features
+            kept = self._train(engine, method, with_validation=len(val_pos) > 0)
 
         self.model_ = method.model.eval()
         self.history_ = engine.history

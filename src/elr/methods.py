@@ -13,6 +13,36 @@ from .config import OptimConfig
 from .targets import TargetBank
 
 
+# ---- CPU threads ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | str, device: torch.device, sample_shape: tuple[int, ...]):
+    """Torch's CPU threads while a network trains on examples of ``sample_shape`` (yields the count; the
+    process's own count comes back after): the config's ``threads`` key, ``elr train`` and ELRClassifier alike.
+
+    A count is taken as given. ``auto`` keeps the process's count (every core, or
+    ``OMP_NUM_THREADS``, or a sweep worker's share of the cores) except for feature vectors on the
+    CPU, whose small networks get one thread: their steps are too short to share, and with a core
+    taken by other work the second thread waits on every operation (``elr demo`` on 2 cores with 2
+    threads: 0.8-1.2x the one-thread time when quiet, 2.5-3x with one core busy; ``benchmarks/threads.py``).
+    The choice depends on the setting, the data's shape and the machine, never on its load, so a run
+    repeats bit for bit (the thread count changes the order of sums).
+    """
+    previous = torch.get_num_threads()
+    if threads != "auto":
+        count = int(threads)
+    elif device.type == "cpu" and len(sample_shape) == 1:
+        count = 1
+    else:
+        count = previous
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(previous)
+
+
 def pick_device(name: str | torch.device) -> torch.device:
     """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``, checked against this machine.
 

@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 from . import evidence, rundir
-from .build import build_method, cpu_threads, resolve_runtime
+from .build import build_method, resolve_runtime
 from .config import FILE_DATASETS, Config, ConfigError, estimates_transition
 from .data import Standardization
 from .data.cifar_n import CIFAR_N
 from .distributed import Distributed, attach_target_sync, init_from_env, launched_distributed
 from .engine import Engine, Method, Progress, evaluate
+from .methods import cpu_threads
 from .plots import plot_training
 from .prepare import PreparedData, derived_seeds, prepare_data
 from .summary import estimate_report, summarize
@@ -327,7 +328,7 @@ def _fit(config: Config, prepared: PreparedData, method: Method, run_dir: Path, 
         if isinstance(engine.on_epoch_end, evidence.SelectedTargetsKeeper):
             engine.on_epoch_end.catch_up(engine)
     start = time.perf_counter()
-    with cpu_threads(config, prepared.data.train.device, prepared.data.train.sample_shape) as threads:
+    with cpu_threads(config.threads, prepared.data.train.device, prepared.data.train.sample_shape) as threads:
         history = engine.fit()
         if evidence.missing_targets_reason(config) is None:  # before the summary: a kill here leaves it resumable
             evidence.save_label_evidence(run_dir, config, engine.method, prepared, write=main)
