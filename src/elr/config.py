@@ -177,8 +177,8 @@ class Config:
 
     def eval_batch_for(self, device_type: str) -> int:
         """``eval_batch_size`` on a device of ``device_type`` ("cuda", "cpu"): auto is 1024 on CUDA, 128 on
-        CPU, where a smaller batch's activations stay in cache (ResNet-8, 2 threads: 0.21 vs 0.75 ms an
-        image; benchmarks/epoch_overhead.py). The logits do not depend on it."""
+        CPU, where a smaller batch's activations stay in cache (ResNet-8: 0.21 vs 0.75 ms an image with 2
+        threads, 0.29 vs 0.48 with one; benchmarks/README.md). The logits do not depend on it."""
         if self.eval_batch_size != "auto":
             return int(self.eval_batch_size)
         return 1024 if device_type == "cuda" else 128
@@ -357,7 +357,7 @@ def default_model(data: Any) -> str:
 # ---- where relative data paths point -----------------------------------------------------------
 
 # The keys holding a path that is read as given (data.label_file and its kin are relative to data.root).
-PATH_KEYS = ("data.root", "data.imagenet_root", "data.test_file", "noise.file", "loss.transition")
+PATH_KEYS = ("data.root", "data.imagenet_root", "data.test_file", "noise.file", "loss.transition", "model.pretrained")
 
 
 def locate_paths(config: Config, folder: str | Path | None, *, strict: bool = True) -> Config:
@@ -494,8 +494,9 @@ key=value overrides, after the options: dotted keys into the config, applied in 
     choice reads (loss.name=ce on an ELR preset drops lam and beta; noise.type=cifar10n drops a rate);
     the section's other overrides then apply to it. A whole section, loss={name: gce, q: 0.7},
     replaces it.
-  - Relative paths (data.root, data.test_file, data.imagenet_root, noise.file, loss.transition) are
-    looked for from the working directory first, then from the --config file's folder.
+  - Relative paths (data.root, data.test_file, data.imagenet_root, noise.file, loss.transition,
+    model.pretrained) are looked for from the working directory first, then from the --config file's
+    folder.
   - device, threads, eval_batch_size, amp, channels_last and compile say how a run is computed, not
     which run it is: it resumes whatever they are set to."""
 

@@ -336,7 +336,7 @@ def _fit(config: Config, prepared: PreparedData, method: Method, run_dir: Path, 
     if estimates_transition(config):
         summary["transition_estimate"] = estimate_report(config, prepared, rundir.load_transition(run_dir))
     summary["train_seconds_this_session"] = time.perf_counter() - start
-    summary["threads_this_session"] = threads  # torch's CPU threads (elr.build.cpu_threads)
+    summary["threads_this_session"] = threads  # torch's CPU threads (elr.methods.cpu_threads)
     if not main:  # another rank of a distributed run: rank 0 writes the summary and plots
         return {**summary, "plots": []}
     rundir.write_summary(run_dir, summary)
