@@ -14,10 +14,13 @@ import torch
 import yaml
 
 from elr import rundir
-from elr.methods import cpu_threads
+from elr.build import build_method, resolve_runtime
 from elr.cli import main
 from elr.config import Config, ConfigError, locate_paths
+from elr.engine import predict_all
 from elr.experiments import Sweep, SweepError, run_sweep
+from elr.methods import cpu_threads
+from elr.prepare import prepare_data
 from elr.runs import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +61,17 @@ def test_threads_and_eval_batch_size_take_auto_or_a_count():
             Config.load(None, [f"{key}={bad}"])
     # runtime keys: a run resumes whatever they are set to
     assert rundir.config_difference(config, auto.to_dict()) == []
+
+
+def test_the_evaluation_batch_changes_speed_not_logits(tmp_path):
+    """Why eval_batch_size may follow the device: an image network's logits are the same bit for bit."""
+    config = Config.load(None, ["data.dataset=npz", f"data.root={tiny_images(tmp_path / 'x.npz')}",
+                                "model.widths=[4,4,8]", "device=cpu", "noise.rate=0.0"])
+    prepared = prepare_data(config)
+    method = build_method(config, prepared, resolve_runtime(config))
+    method.eval()
+    small, large = (predict_all(method, prepared.data.test, size) for size in (7, 1024))
+    assert small.shape == (40, 10) and torch.equal(small, large)
 
 
 @pytest.mark.parametrize("threads, shape, device, expected", [
