@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager

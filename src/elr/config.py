@@ -375,7 +375,8 @@ def locate_paths(config: Config, folder: str | Path | None, *, strict: bool = Tr
     for key in PATH_KEYS:
         section, name = key.split(".")
         holder = getattr(found, section)
-        value = holder.params.get(name) if isinstance(holder, Component) else getattr(holder, name)
+        values = holder.params if isinstance(holder, Component) else vars(holder)  # the section's own mapping
+        value = values.get(name)
         if not isinstance(value, str) or not value or (key == "loss.transition" and not value.endswith(".npy")):
             continue
         path = Path(value).expanduser()
@@ -383,10 +384,7 @@ def locate_paths(config: Config, folder: str | Path | None, *, strict: bool = Tr
             continue
         beside = folder / path if folder is not None else None
         if beside is not None and beside.exists():
-            if isinstance(holder, Component):
-                holder.params[name] = str(beside.resolve())
-            else:
-                setattr(holder, name, str(beside.resolve()))
+            values[name] = str(beside.resolve())
         elif strict:
             tried = f"{Path.cwd() / path} (from the working directory)"
             if beside is not None:
