@@ -231,7 +231,7 @@ def test_truncated_file_is_not_readable(tmp_path):
 
 
 def test_report_names_the_label_set(cifar_like, tmp_path):
-    from elr.experiments import build_report, noise_column
+    from elr.report import build_report, noise_column
 
     npz, _ = cifar_like
     for label_set in ("worst", "aggregate"):

@@ -1,4 +1,4 @@
-"""Sweeps (grid expansion, skip, resume, validation first, parallel jobs) and reports (mean ± std, CSV, metrics)."""
+"""Sweeps (grid expansion, skip, resume, validation first, parallel jobs) and the report of a trained sweep."""
 
 import csv
 import io
@@ -13,9 +13,9 @@ import yaml
 from elr import noise, rundir
 from elr.cli import main
 from elr.config import Config
-from elr.experiments import Sweep, SweepError, build_report, plan_sweep, run_name, run_sweep, write_report
+from elr.experiments import Sweep, SweepError, plan_sweep, run_name, run_sweep
+from elr.report import build_report
 from elr.build import resolve_loss_params
-from elr.runs import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
 
@@ -307,60 +307,6 @@ def test_report_mean_std_match_numpy(tiny_sweep, tmp_path, capsys):
     assert {r["table"] for r in rows} == {"test_acc", "mem_wrong_memorized"}
     pytest.importorskip("matplotlib")
     assert (tmp_path / "rep" / "report.png").stat().st_size > 0
-
-
-def test_report_selected_metric_marks_runs_without_validation_missing(tmp_path):
-    config = Config.from_dict({**TINY["config"], "data": {"dataset": "digits", "val_fraction": 0.0},
-                               "loss": {"name": "ce"}}).validate()
-    train(config, tmp_path / "noval")
-    report = build_report([tmp_path], metric="selected")
-    (cell,) = report.accuracy
-    assert cell.method == "ce" and cell.n == 0 and cell.missing == 1 and cell.text() == "missing"
-    assert any("no validation split" in note for note in report.notes)
-    assert "selected by noisy validation" in report.markdown() and "| ce | missing |" in report.markdown()
-
-
-def fake_run(root, name, *, method, noise_type, rate, seed, acc, order, settings=None, dataset="cifar10"):
-    run_dir = root / name
-    run_dir.mkdir(parents=True)
-    summary = {"method": "standard", "loss": "elr", "dataset": dataset, "seed": seed,
-               "noise": {"type": noise_type, "rate": rate}, "epochs": 1,
-               "last": {"epoch": 1, "test_acc": acc}, "selected": {"epoch": 1, "test_acc": acc - 0.01},
-               "best_test_acc": acc + 0.01}
-    (run_dir / "summary.json").write_text(json.dumps(summary))
-    (run_dir / "config.yaml").write_text("# elr 0.0 (a stand-in: the header marks a run directory)\n")
-    if method is not None:
-        info = {"sweep": "s", "method": method, "settings": {"seed": seed, **(settings or {})}, "order": order}
-        (run_dir / "sweep.json").write_text(json.dumps(info))
-
-
-def test_report_layout_columns_rows_and_single_seed(tmp_path):
-    cells = [("ELR", "asymmetric", 0.4), ("ELR", "symmetric", 0.4), ("ELR", "symmetric", 0.2), ("CE", "symmetric", 0.2)]
-    order = 0
-    for method, kind, rate in cells:
-        for seed in (0, 1, 2):
-            order += 1
-            fake_run(tmp_path, f"{method}/{kind}-{rate}/seed-{seed}", method=method, noise_type=kind, rate=rate,
-                     seed=seed, acc=0.5 + 0.1 * seed, order=order if method == "CE" else 100 + order)
-    fake_run(tmp_path, "loose", method=None, noise_type="none", rate=0.0, seed=0, acc=0.9, order=0)
-    fake_run(tmp_path, "ab/one", method="ELR+", noise_type="symmetric", rate=0.2, seed=0, acc=0.7, order=0,
-             settings={"elr_plus.mixup": True})
-    report = build_report([tmp_path])
-    table = report.markdown()
-    assert "| method | clean | sym 20% | sym 40% | asym 40% |" in table
-    rows = [line.split(" |")[0] for line in table.splitlines() if line.startswith("| ") and "method" not in line]
-    assert rows == ["| ELR+ [mixup=true]", "| CE", "| ELR", "| elr"]  # sweep order, then runs without sweep.json
-    assert "| ELR+ [mixup=true] |  | 70.00 (1) |  |  |" in table  # one seed: no ±
-    assert "60.00 ± 10.00 (3)" in table  # values 50, 60, 70: sample std 10
-    assert "test accuracy (%), last epoch" in table
-    best = build_report([tmp_path], metric="best").markdown()
-    assert "selects on the test set; for comparison with papers only" in best and "61.00 ± 10.00 (3)" in best
-    written = write_report(report, tmp_path / "rep")
-    assert written["csv"].read_text().splitlines()[0] == "dataset,table,metric,method,noise_type,noise_rate,column,n,mean,std,missing,seeds"
-    with pytest.raises(ValueError, match="metric must be one of"):
-        build_report([tmp_path], metric="test")
-    with pytest.raises(FileNotFoundError, match="no summary.json"):
-        build_report([tmp_path / "rep"])
 
 
 def test_readme_sweep_example_expands():

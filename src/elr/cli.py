@@ -19,9 +19,10 @@ from .demo import run_demo
 from .detect import (TARGET_CHOICES, detect_label_issues, label_issue_report, read_run_evidence, resume_command,
                      suspect_images)
 from .distributed import is_main_process
-from .experiments import Sweep, build_report, plan_sweep, run_sweep, write_report
+from .experiments import Sweep, plan_sweep, run_sweep
 from .label_issues import CLEANLAB_FILTERS, cleanlab_filter
 from .plots import MAX_SUSPECT_PANELS, plot_gradient_runs, plot_runs, plot_suspects
+from .report import build_report, write_report
 from .rundir import (CONFIG, LABEL_ISSUES_PLOT, NO_VERDICT_SOURCES, STAGE1, SUMMARY, TARGETS_SELECTED, holder_text, lock,
                      write_label_issues)
 from .runs import evaluate_run, resume, run_curves

@@ -253,7 +253,7 @@ def plot_report(rows: list[dict], path, *, ylabel: str = "test accuracy (%)") ->
     ----------
     rows : list of dict
         One per table cell: ``dataset``, ``method``, ``noise_type``, ``noise_rate`` (fraction),
-        ``mean`` and ``std`` (in %), ``n`` (seeds), as given by ``elr.experiments.Report.plot_rows``.
+        ``mean`` and ``std`` (in %), ``n`` (seeds), as given by ``elr.report.Report.plot_rows``.
         Clean runs (rate 0) appear at 0% in every panel of their data set.
     path : path
         The PNG to write.

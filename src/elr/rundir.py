@@ -682,6 +682,20 @@ def read_sweep_record(run_dir: str | Path) -> dict[str, Any] | None:
     return _read_json(Path(run_dir) / SWEEP_RECORD)
 
 
+def setting_text(value: Any, paths: str = "name") -> str:
+    """A grid setting of ``sweep.json`` as the sweep writes it in a run's name and the report in a row's label:
+    ``true``/``false``, ``none``, a list joined by ``_``, a path by its file's name (``paths="name"``)."""
+    if paths == "name" and isinstance(value, str) and ("/" in value or "\\" in value):
+        return Path(value.replace("\\", "/")).name  # a file's name, not where it lies
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return "_".join(setting_text(v, paths) for v in value)
+    return str(value)
+
+
 def write_metrics(run_dir: str | Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
