@@ -12,7 +12,8 @@ from elr.config import Config, ConfigError
 from elr.data.cifar_n import CIFAR10N_LABEL_SETS, find_label_file, load_label_file, read_cifar_n
 from elr.data.split import stratified_split
 from elr.prepare import derived_seeds, prepare_data
-from elr.runs import train
+from elr.engine import predict_all
+from elr.runs import restore_run, train
 
 N_TRAIN = 200
 # realised noise rate of each fixture label set (multiples of 1/200, all different)
@@ -218,8 +219,17 @@ def test_one_epoch_run_with_cifar10n(cifar_like, tmp_path):
     assert noise_info["type"] == "cifar10n" and noise_info["label_set"] == "worst"
     assert noise_info["noise_rate"] == pytest.approx(0.40) and noise_info["num_noisy"] == 80
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    # the memorization monitor splits examples by the true CIFAR labels: 80 wrong, 120 clean
-    assert 0.0 <= record["mem_wrong_memorized"] <= 1.0 and 0.0 <= record["mem_clean_correct"] <= 1.0
+    # the memorization monitor splits examples by the true CIFAR labels (80 wrong, 120 clean): recomputed
+    # from the checkpoint's predictions and the label file's two columns
+    _, prepared, method, _ = restore_run(out)
+    said = predict_all(method, prepared.data.train, 64).argmax(dim=1).numpy()
+    given, true = labels["worse_label"], labels["clean_label"]
+    wrong = given != true
+    expected = {"mem_wrong_true": np.mean(said[wrong] == true[wrong]),
+                "mem_wrong_memorized": np.mean(said[wrong] == given[wrong]),
+                "mem_clean_correct": np.mean(said[~wrong] == true[~wrong])}
+    assert {k: record[k] for k in expected} == pytest.approx(expected, abs=1e-12)
+    assert 0 < expected["mem_clean_correct"] < 1 and 0 < expected["mem_wrong_true"] < 1  # the case tells them apart
 
 
 def test_truncated_file_is_not_readable(tmp_path):

@@ -278,6 +278,39 @@ def test_kill_and_resume_two_processes(tmp_path):
     assert chosen.epoch == rundir.selected_record(after)["epoch"] == rundir.read_summary(run)["selected"]["epoch"]
     assert len(chosen.sources) == len(rundir.read_noisy_labels(run)) and set(chosen.sources) == {"targets", "held_out_model"}
 
+    # the whole resumed run is the run that was never killed: every epoch's record (times aside), the final
+    # weights, targets and optimizer state, the selected epoch's rows
+    straight = tmp_path / "straight"
+    proc = torchrun(["-m", "elr", "train", "--config", str(cfg), "--out", str(straight)])
+    log, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, log[-3000:]
+    untimed = [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in after]
+    assert untimed == [{k: v for k, v in r.items() if not k.endswith("seconds")}
+                       for r in rundir.read_metrics(straight)]
+    resumed, uninterrupted = load_checkpoint(run / "checkpoint.pt"), load_checkpoint(straight / "checkpoint.pt")
+    assert_same_state(resumed["method"], uninterrupted["method"], "method")  # model, loss (targets), optimizer
+    again = rundir.read_selected_targets(straight)
+    assert again.epoch == chosen.epoch and np.array_equal(again.probs, chosen.probs)
+    assert np.array_equal(again.sources, chosen.sources)
+    ours, theirs = rundir.read_summary(run), rundir.read_summary(straight)
+    assert (ours["last"], ours["selected"]) == (theirs["last"], theirs["selected"])
+
+
+def assert_same_state(a, b, where: str) -> None:
+    """Two state dicts (nested dicts, lists, tensors, numbers) equal bit for bit."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for k, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{where}[{k}]")
+    else:
+        assert a == b, where
+
 
 def test_a_held_run_directory_stops_every_rank_at_once(tmp_path):
     """Rank 0 alone takes the lock; when another process holds it, every rank stops instead of waiting."""

@@ -75,13 +75,30 @@ def test_mixup_with_identity_permutation_is_the_plain_loss():
     torch.testing.assert_close(mixed, plain)
 
 
-def test_mixup_gradient_reaches_the_logits_only():
-    logits = torch.randn(4, 3, requires_grad=True)
-    probs = torch.softmax(torch.randn(4, 3), dim=1)
-    perm = torch.tensor([1, 0, 3, 2])
-    loss = ELRLoss(4, 3)(logits, torch.tensor([0, 1, 2, 0]), torch.arange(4), probs, mixup=(0.6, perm))
+def test_mixup_gradient_matches_numpy_and_reaches_the_logits_only():
+    """The gradient of the mixup loss equals central differences of the NumPy loss; the other network's
+    probabilities (target_probs) get none: they only update the targets."""
+    rng = np.random.default_rng(3)
+    b, c, lam, beta, mix = 6, 4, 3.0, 0.7, 0.6
+    logits0, labels = rng.normal(size=(b, c)) * 2, rng.integers(0, c, size=b)
+    probs0, perm = rng.dirichlet(np.ones(c), size=b), np.array([1, 0, 3, 2, 5, 4])
+    logits, probs = torch.tensor(logits0, requires_grad=True), torch.tensor(probs0, requires_grad=True)
+    loss = ELRLoss(b, c, lam=lam, beta=beta)(logits, torch.tensor(labels), torch.arange(b), probs,
+                                             mixup=(mix, torch.tensor(perm)))
     loss.backward()
-    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+    def numpy_loss(z):  # fresh (zero) targets at every call, as the loss had
+        return np_mixup_step(z, labels, probs0, np.zeros((b, c)), lam, beta, mix, perm, c)[0].mean()
+
+    h, numeric = 1e-6, np.zeros((b, c))
+    for i, j in itertools.product(range(b), range(c)):
+        step = np.zeros((b, c))
+        step[i, j] = h
+        numeric[i, j] = (numpy_loss(logits0 + step) - numpy_loss(logits0 - step)) / (2 * h)
+    assert float(loss.detach()) == pytest.approx(numpy_loss(logits0), rel=1e-7)
+    assert np.abs(numeric).max() > 0.05  # the case has a gradient worth comparing
+    np.testing.assert_allclose(logits.grad.numpy(), numeric, atol=1e-7)
+    assert probs.grad is None
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ from elr.data import (FileDataset, ImageTransform, balanced_quotas, read_clothin
                       read_label_files, read_webvision)
 from elr.data.image_transform import IMAGENET_MEAN_STD
 from elr.prepare import prepare_data
-from elr.runs import evaluate_run, resume, train
+from elr.engine import predict_all
+from elr.runs import evaluate_run, restore_run, resume, train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 COLORS = [(220, 30, 30), (30, 200, 40), (40, 50, 210), (200, 200, 30), (30, 200, 200)]
@@ -404,7 +405,22 @@ def test_csv_run_with_workers_maps_labels_and_monitors(tmp_path):
     assert classes == {"class_names": ["apple", "moon", "zebra"], "label_to_index": {"apple": 0, "moon": 1, "zebra": 2}}
     noise_info = json.loads((out / "noise.json").read_text())
     assert noise_info["num_noisy"] == 1  # the one wrong label of the file, against its true_label column
-    assert summary["last"]["mem_wrong_memorized"] in (0.0, 1.0)
+    # memorized = the final network predicts the wrong label of the wrongly-labelled example, recomputed
+    # from the checkpoint on the training split (the monitor's examples, read with the evaluation transform)
+    _, prepared, method, _ = restore_run(out)
+    train_split = prepared.data.train
+    predicted = predict_all(method, train_split, 8).argmax(dim=1)
+    wrong = train_split.labels != train_split.true_labels
+    assert int(wrong.sum()) == 1
+    given, true = int(train_split.labels[wrong]), int(train_split.true_labels[wrong])
+    said = int(predicted[wrong])  # one of three answers: exactly one of the fractions is 1
+    expected = {"true": float(said == true), "memorized": float(said == given), "other": float(said not in (given, true))}
+    last = read_metrics(out)[-1]
+    assert {k: last[f"mem_wrong_{k}"] for k in expected} == expected
+    assert summary["last"]["mem_wrong_memorized"] == expected["memorized"]
+    clean = ~wrong
+    assert summary["last"]["mem_clean_correct"] == pytest.approx(
+        float((predicted[clean] == train_split.true_labels[clean]).float().mean()))
     assert np.load(out / "noisy_labels.npy").tolist()[:3] == [0, 0, 1]
 
 
