@@ -250,6 +250,44 @@ def test_bad_method_arguments_raise(kw, match):
         make_method(**kw)
 
 
+@pytest.mark.parametrize("key, value", [("ema_schedule", "linear"), ("ema_decay", 1.0), ("ema_decay", -0.1),
+                                        ("mixup_alpha", 0.0), ("mixup_alpha", float("inf")), ("lam_ramp_steps", -1),
+                                        ("ema_ramp_steps", -3), ("predict_with", "mean")])
+def test_the_python_method_and_the_config_refuse_a_setting_alike(key, value):
+    """One check for both: the message of ELRPlus(...) is the config's without the ``elr_plus.`` prefix."""
+    with pytest.raises(ConfigError) as built:
+        make_method(**{key: value})
+    with pytest.raises(ConfigError) as configured:
+        Config.from_dict({"method": "elr_plus", "elr_plus": {key: value}}).validate()
+    assert str(configured.value).startswith(f"elr_plus.{key} must ")
+    assert str(built.value) == str(configured.value).replace("elr_plus.", "")
+    with pytest.raises(ConfigError) as built:
+        make_method(predict_with="ema", weight_averaging=False)
+    assert str(built.value) == ("predict_with=ema needs weight_averaging=true (there is no EMA without it); "
+                                "use predict_with=networks")
+
+
+def test_lam_follows_the_ramp_after_every_step_and_after_a_load():
+    method = make_method(weight_averaging=False, lam_ramp_steps=8, lam=2.0)
+    method.train()
+    for step in range(1, 11):  # step s (counted from 1) uses lam * exp(-5 (1 - min(s, L) / L)^2)
+        method.train_step(*batch())
+        expected = 2.0 * np.exp(-5 * (1 - min(step, 8) / 8) ** 2)
+        assert [loss.lam for loss in method.losses] == pytest.approx([expected, expected], rel=1e-12)
+    state = method.state_dict()
+    fresh = make_method(weight_averaging=False, lam_ramp_steps=8, lam=2.0)
+    assert fresh.losses[0].lam == 2.0  # before any step: the configured value
+    fresh.load_state_dict(state)
+    assert [loss.lam for loss in fresh.losses] == [2.0, 2.0]  # step 10 >= L: the full value
+    partial = make_method(weight_averaging=False, lam_ramp_steps=8, lam=2.0)
+    partial.load_state_dict({**state, "step": 3})
+    assert partial.losses[1].lam == pytest.approx(2.0 * np.exp(-5 * (1 - 3 / 8) ** 2), rel=1e-12)
+    ramp_off = make_method(weight_averaging=False, lam=2.0)
+    ramp_off.train()
+    ramp_off.train_step(*batch())
+    assert ramp_off.losses[0].lam == 2.0
+
+
 # ---- config -----------------------------------------------------------------------------------
 
 

@@ -295,3 +295,16 @@ def test_plot_theory_rejects_other_dicts(tmp_path):
 def test_result_is_finite_json(small):
     text = json.dumps(small, allow_nan=False)
     assert math.isfinite(json.loads(text)["ce"]["loss"][-1])
+
+
+def test_settings_from_overrides_and_an_unknown_key(tmp_path, capsys):
+    assert TheoryConfig.from_overrides({"n": 50, "noise_rate": 0.2}) == replace(TheoryConfig(), n=50, noise_rate=0.2)
+    assert TheoryConfig.from_overrides({}) == TheoryConfig()
+    with pytest.raises(ValueError, match=r"^unknown key 'iteratons'; did you mean iterations\? valid keys: n, p, sigma, "):
+        TheoryConfig.from_overrides({"iteratons": 5, "zzz": 1})
+    from elr.cli import main
+
+    assert main(["theory", "--out", str(tmp_path / "t"), "step=0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("elr theory: error: unknown key 'step'; did you mean step_size? ") and "\n" not in err
+    assert not (tmp_path / "t").exists()

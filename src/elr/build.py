@@ -120,8 +120,6 @@ def build_method(config: Config, prepared: PreparedData, runtime: Runtime,
         return Standard(model, loss, config.optim, runtime)
     if config.method != "elr_plus":
         raise ConfigError(f"method must be one of standard, elr_plus; got {config.method!r}")
-    if config.loss.name != "elr":
-        raise ConfigError(f"method=elr_plus needs loss.name=elr, got loss.name={config.loss.name!r}")
     seeds = derived_seeds(config.seed)
     settings = dataclasses.asdict(config.elr_plus)
     models, losses = [model], [loss]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import rundir, theory
-from .config import OVERRIDE_RULES, Config, apply_overrides, describe_keys, did_you_mean, locate_paths
+from .config import OVERRIDE_RULES, Config, apply_overrides, describe_keys, locate_paths
 from .demo import run_demo
 from .detect import (TARGET_CHOICES, detect_label_issues, label_issue_report, read_run_evidence, resume_command,
                      suspect_images)
@@ -240,12 +240,7 @@ class _QuietProgress(TerminalProgress):
 
 
 def cmd_theory(args: argparse.Namespace) -> int:
-    raw = apply_overrides({}, args.overrides)
-    known = theory.TheoryConfig.__dataclass_fields__
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r}; {did_you_mean(unknown[0], known)}valid keys: {', '.join(known)}")
-    config = theory.TheoryConfig(**raw)
+    config = theory.TheoryConfig.from_overrides(apply_overrides({}, args.overrides))
     result = theory.run(config, args.out)
     for name in ("ce", "elr"):
         series = result[name]

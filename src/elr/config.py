@@ -7,7 +7,7 @@ import dataclasses
 import difflib
 import math
 import textwrap
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -327,18 +327,7 @@ class Config:
             raise ConfigError(f"noise.file must be a path, got {n.file!r}")
 
     def _validate_elr_plus(self) -> None:
-        e = self.elr_plus
-        if isinstance(e.networks, bool) or e.networks not in (1, 2):
-            raise ConfigError(f"elr_plus.networks must be 1 or 2, got {e.networks!r}")
-        _range("elr_plus.mixup_alpha", e.mixup_alpha, 0.0, math.inf, lo_open=True)
-        _range("elr_plus.ema_decay", e.ema_decay, 0.0, 1.0, hi_open=True)
-        _choice("elr_plus.ema_schedule", e.ema_schedule, ("sigmoid", "mean_teacher"))
-        _int("elr_plus.ema_ramp_steps", e.ema_ramp_steps, 0)
-        _int("elr_plus.lam_ramp_steps", e.lam_ramp_steps, 0)
-        _choice("elr_plus.predict_with", e.predict_with, ("networks", "ema"))
-        if e.predict_with == "ema" and not e.weight_averaging:
-            raise ConfigError("elr_plus.predict_with=ema needs elr_plus.weight_averaging=true (there is no EMA "
-                              "without it); use predict_with=networks")
+        check_elr_plus(asdict(self.elr_plus))
         if self.method == "elr_plus" and self.loss.name != "elr":
             raise ConfigError(f"method=elr_plus regularises with ELR and needs loss.name=elr, got "
                               f"loss.name={self.loss.name!r}; use method=standard for other losses")
@@ -624,6 +613,26 @@ def _to_dict(obj: Any) -> Any:
 
 
 # ---- value checks ----------------------------------------------------------------------------
+
+
+EMA_SCHEDULES = ("sigmoid", "mean_teacher")
+PREDICT_WITH = ("networks", "ema")
+
+
+def check_elr_plus(settings: dict[str, Any], prefix: str = "elr_plus.") -> None:
+    """The ELR+ settings of a config (keys named ``elr_plus.<key>``) and of :class:`elr.ELRPlus` built in
+    Python (``prefix=""``, no ``networks``: it counts its models): a ConfigError naming the first bad key."""
+    if "networks" in settings and (isinstance(settings["networks"], bool) or settings["networks"] not in (1, 2)):
+        raise ConfigError(f"{prefix}networks must be 1 or 2, got {settings['networks']!r}")
+    _range(f"{prefix}mixup_alpha", settings["mixup_alpha"], 0.0, math.inf, lo_open=True)
+    _range(f"{prefix}ema_decay", settings["ema_decay"], 0.0, 1.0, hi_open=True)
+    _choice(f"{prefix}ema_schedule", settings["ema_schedule"], EMA_SCHEDULES)
+    _int(f"{prefix}ema_ramp_steps", settings["ema_ramp_steps"], 0)
+    _int(f"{prefix}lam_ramp_steps", settings["lam_ramp_steps"], 0)
+    _choice(f"{prefix}predict_with", settings["predict_with"], PREDICT_WITH)
+    if settings["predict_with"] == "ema" and not settings["weight_averaging"]:
+        raise ConfigError(f"{prefix}predict_with=ema needs {prefix}weight_averaging=true (there is no EMA "
+                          "without it); use predict_with=networks")
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import OptimConfig
+from .config import OptimConfig, check_elr_plus
 from .device import to_device
 from .distributed import broadcast_buffers
 from .losses import ELRLoss
@@ -55,8 +55,6 @@ from .targets import TargetBank
 
 __all__ = ["ELRPlus", "sample_beta", "sigmoid_rampup"]
 
-EMA_SCHEDULES = ("sigmoid", "mean_teacher")
-PREDICT_WITH = ("networks", "ema")
 
 
 def sigmoid_rampup(step: int, length: int) -> float:
@@ -167,19 +165,9 @@ class ELRPlus:
         for loss in losses:
             if not isinstance(loss, ELRLoss):
                 raise ValueError(f"losses must be ELRLoss instances, got {type(loss).__name__}")
-        if not isinstance(mixup_alpha, (int, float)) or not math.isfinite(mixup_alpha) or mixup_alpha <= 0:
-            raise ValueError(f"mixup_alpha must be a finite number > 0, got {mixup_alpha!r}")
-        if not isinstance(ema_decay, (int, float)) or not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
-        if ema_schedule not in EMA_SCHEDULES:
-            raise ValueError(f"ema_schedule must be one of {', '.join(EMA_SCHEDULES)}; got {ema_schedule!r}")
-        for name, value in (("ema_ramp_steps", ema_ramp_steps), ("lam_ramp_steps", lam_ramp_steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if predict_with not in PREDICT_WITH:
-            raise ValueError(f"predict_with must be one of {', '.join(PREDICT_WITH)}; got {predict_with!r}")
-        if predict_with == "ema" and not weight_averaging:
-            raise ValueError("predict_with='ema' needs weight_averaging=True")
+        check_elr_plus(dict(weight_averaging=weight_averaging, mixup_alpha=mixup_alpha, ema_decay=ema_decay,
+                            ema_schedule=ema_schedule, ema_ramp_steps=ema_ramp_steps, lam_ramp_steps=lam_ramp_steps,
+                            predict_with=predict_with), prefix="")
 
         self.runtime = runtime
         self.weight_averaging = bool(weight_averaging)
@@ -259,10 +247,7 @@ class ELRPlus:
             else:
                 own = [F.softmax(out.detach().float(), dim=1) for out in logits]
                 target_probs = own[::-1]
-        if self.lam_ramp_steps:
-            scale = sigmoid_rampup(self.step, self.lam_ramp_steps)
-            for loss, base in zip(self.losses, self._base_lams):
-                loss.lam = base * scale
+        self._ramp_lams()
         batch_losses = [loss(out, y, index, probs, mixup=mix) if mix is not None else loss(out, y, index, probs)
                         for loss, out, probs in zip(self.losses, logits, target_probs)]
         for optimizer in self.optimizers:
@@ -316,12 +301,16 @@ class ELRPlus:
             optimizer.load_state_dict(saved)
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
-        if self.lam_ramp_steps:  # the lam of the last step taken, as the monitor reads it
+        self._ramp_lams()  # the lam of the last step taken, as the monitor reads it
+
+    # ---- the parts of a step -------------------------------------------------------------------
+    def _ramp_lams(self) -> None:
+        """Each loss's lam at the current step: its configured value times the sigmoid ramp, when ramping."""
+        if self.lam_ramp_steps:
             scale = sigmoid_rampup(self.step, self.lam_ramp_steps)
             for loss, base in zip(self.losses, self._base_lams):
                 loss.lam = base * scale
 
-    # ---- the parts of a step -------------------------------------------------------------------
     def ema_decay_at(self, step: int) -> float:
         """The decay of the EMA update that follows optimizer step ``step`` (1 at the first)."""
         if self.ema_schedule == "mean_teacher":

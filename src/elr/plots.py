@@ -38,6 +38,13 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path, dpi: int = 110) -> Path:
+    """Write the figure as a PNG and close it (pyplot keeps every open figure alive)."""
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return Path(path)
+
+
 def _series(history, key):
     pairs = [(r["epoch"], r[key]) for r in history if r.get(key) is not None]
     return [p[0] for p in pairs], [100 * p[1] for p in pairs]
@@ -158,9 +165,7 @@ def plot_training(history: list[dict], out_dir, *, title: str = "") -> list[Path
     written = []
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     _draw_accuracy(ax, history, title or "accuracy")
-    fig.savefig(paths["accuracy"], dpi=110)
-    plt.close(fig)
-    written.append(paths["accuracy"])
+    written.append(_save(fig, paths["accuracy"]))
     memorization, detection = any(r.get("mem_clean_correct") is not None for r in history), _has_detection(history)
     if memorization or detection:  # the detection panel beside the memorization curves it explains
         panels = 2 * memorization + detection
@@ -170,16 +175,12 @@ def plot_training(history: list[dict], out_dir, *, title: str = "") -> list[Path
         if detection:
             _draw_detection(axes[0][-1], history)
         fig.suptitle(title)
-        fig.savefig(paths["memorization"], dpi=110)
-        plt.close(fig)
-        written.append(paths["memorization"])
+        written.append(_save(fig, paths["memorization"]))
     if _has_gradient_terms(history):
         fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
         _draw_gradient_terms(axes, history)
         fig.suptitle(title)
-        fig.savefig(paths["gradient_terms"], dpi=110)
-        plt.close(fig)
-        written.append(paths["gradient_terms"])
+        written.append(_save(fig, paths["gradient_terms"]))
     return written
 
 
@@ -221,9 +222,7 @@ def plot_runs(runs: Curves, path) -> Path:
             row[3].text(0.5, 0.5, "no detection figures (det_*)", ha="center", va="center", transform=row[3].transAxes,
                         color="0.4")
             row[3].set_xlim(row[2].get_xlim())  # the epochs of its other panels
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_gradient_runs(runs: Curves, path) -> Path | None:
@@ -238,9 +237,7 @@ def plot_gradient_runs(runs: Curves, path) -> Path | None:
     fig, axes = plt.subplots(len(runs), 3, figsize=(15, 3.8 * len(runs)), constrained_layout=True, squeeze=False)
     for row, (title, history) in zip(axes, runs):
         _draw_gradient_terms(row, history, title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 # ---- sweep reports (paper Table 1 as curves) ----------------------------------------------------
@@ -290,9 +287,7 @@ def plot_report(rows: list[dict], path, *, ylabel: str = "test accuracy (%)") ->
             ax.legend(fontsize=8, loc="best")
         for ax in axes_row[len(panels[dataset]):]:
             ax.set_visible(False)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 # ---- the linear model of Section 3 (paper Figure A.1) -------------------------------------------
@@ -346,9 +341,7 @@ def plot_theory(result: dict, path) -> Path:
         ax_row[2].axhline(0, color="black", linewidth=0.6)
     fig.suptitle(f"linear model of Section 3: n={cfg.get('n')}, p={cfg.get('p')}, sigma={cfg.get('sigma')}, "
                  f"noise rate={cfg.get('noise_rate')}, step={cfg.get('step_size')}")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 # ---- label issues: the top suspects ------------------------------------------------------------
@@ -405,9 +398,7 @@ def plot_suspects(images, table: dict, path, *, class_names=None, title: str = "
     fig.suptitle(title or f"the {n} labels most likely wrong: given → suggested (its probability); "
                           "red: flagged", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.985 if rows > 1 else 0.95))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, dpi=100)
 
 
 def _short(name, width: int = 12) -> str:

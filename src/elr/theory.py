@@ -82,12 +82,13 @@ import numbers
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .config import did_you_mean
 from .plots import plot_theory
 
 try:  # optional (comes with scikit-learn): see _single_thread_blas
@@ -166,6 +167,17 @@ class TheoryConfig:
     n_test: int = 2000
     seed: int = 0
     init_scale: float = 0.0
+
+    @classmethod
+    def from_overrides(cls, settings: dict[str, Any]) -> TheoryConfig:
+        """The settings given as ``key=value`` overrides (parsed); an unknown key is a ValueError naming it,
+        the nearest valid key and every valid key. Values are checked by :meth:`validate`."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}; {did_you_mean(unknown[0], known)}"
+                             f"valid keys: {', '.join(known)}")
+        return cls(**settings)
 
     def validate(self) -> None:
         """Raise ValueError for an invalid setting; warn (TheoryRegimeWarning) outside Theorem 1's regime."""
