@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -407,3 +408,141 @@ def test_numpy_scalar_arguments_accepted():
     a = noise.symmetric(y, np.float32(0.5), np.int64(4), seed=np.int64(2))
     b = noise.symmetric(y, 0.5, 4, seed=2)
     np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------- the draws themselves
+
+
+def test_symmetric_draws_follow_the_documented_recipe():
+    """One uniform per example decides the flip, then one integer per example the class; the noisy labels
+    of stored runs depend on this order, so it is written out here independently."""
+    y = _balanced(7, 30)
+    for exclude_true in (False, True):
+        rng = np.random.default_rng(11)
+        flip = rng.random(len(y)) < 0.6
+        if exclude_true:
+            replacement = (y + rng.integers(1, 7, size=len(y))) % 7  # an offset of 1..6: never the true class
+        else:
+            replacement = rng.integers(0, 7, size=len(y))
+        np.testing.assert_array_equal(noise.symmetric(y, 0.6, 7, seed=11, exclude_true=exclude_true),
+                                      np.where(flip, replacement, y))
+
+
+class _Uniforms:
+    """Stands in for numpy's generator: hands out the given uniforms, to reach the ends of a CDF."""
+
+    def __init__(self, u):
+        self.u = np.asarray(u, dtype=np.float64)
+
+    def random(self, n):
+        assert n == len(self.u)
+        return self.u.copy()
+
+    def integers(self, low, high, size):
+        return np.full(size, high - 1)  # the replacement class, when a label flips
+
+
+def _inverse_cdf(row, u):
+    """The smallest class j with u < T[0] + ... + T[j], in exact rational arithmetic."""
+    from fractions import Fraction
+
+    total, mass = Fraction(0), [Fraction(v) for v in row]
+    scale = sum(mass)
+    for j, m in enumerate(mass):
+        total += m / scale
+        if Fraction(u) < total:
+            return j
+    raise AssertionError("u >= 1")
+
+
+def test_transition_draws_never_pick_a_zero_probability_class_or_one_beyond_the_matrix(monkeypatch):
+    # row 0: seven classes of 1/7 then two empty ones: its float cumulative sum ends at 0.9999999999999998,
+    # so a uniform just below 1 would fall past the seventh class; row 1 starts with an empty class
+    T = np.eye(9)
+    T[0] = [1 / 7] * 7 + [0, 0]
+    T[1] = [0, 0.5, 0.5] + [0] * 6
+    assert np.cumsum(T[0])[6] < 1.0
+    below_one = np.nextafter(1.0, 0.0)
+    labels, u = np.array([0, 0, 1, 1, 4]), np.array([below_one, 0.5, 0.0, below_one, 0.3])
+    monkeypatch.setattr(noise.np.random, "default_rng", lambda seed: _Uniforms(u))
+    got = noise.from_transition_matrix(labels, T, seed=0)
+    assert got.tolist() == [_inverse_cdf(T[c], v) for c, v in zip(labels, u)] == [6, 3, 1, 2, 4]
+
+
+# --------------------------------------------------------------------------- the messages say what is wrong
+
+
+def test_messages_name_the_argument_and_the_fault():
+    cases = [
+        (lambda: noise.symmetric([[0, 1], [2]], 0.2, 4, seed=0),
+         "labels must be a 1-D array of integer class indices; could not convert"),
+        (lambda: noise.symmetric([True, False], 0.2, 4, seed=0), "labels must hold integer class indices, got a boolean array"),
+        (lambda: noise.symmetric(np.array(["a"]), 0.2, 4, seed=0), "labels must hold integer class indices, got dtype <U1"),
+        (lambda: noise.symmetric([0, 5], 0.2, 4, seed=0),
+         "num_classes must be larger than every label, got num_classes=4 but labels contains 5"),
+        (lambda: noise.symmetric([0], 0.2, 4, seed=None),
+         "seed must be an int >= 0; None is not accepted because it would give different noise on every call, "
+         "and noisy labels must be reproducible"),
+        (lambda: noise.symmetric([0], 0.2, 4, seed=1.0), "seed must be an int >= 0, got 1.0 of type float"),
+        (lambda: noise.from_transition_matrix([0], [[1, 0], [0]], seed=0),
+         "T must be a square (C, C) array of probabilities; could not convert"),
+        (lambda: noise.from_transition_matrix([0], [[np.nan, 1], [0, 1]], seed=0),
+         "T must be finite, found NaN or infinite entries"),
+        (lambda: noise.from_transition_matrix([0], [[1.0]], seed=0), "T must describe at least 2 classes, got shape (1, 1)"),
+        (lambda: noise.transition_matrix("symmetric", 0.2), "num_classes is required for kind='symmetric'"),
+        (lambda: noise.transition_matrix("asymmetric", 0.2, 100, dataset="cifar10"),
+         "num_classes must be 10 for dataset 'cifar10' (or None), got 100"),
+        (lambda: noise.transition_matrix("asymmetric", 0.2, dataset="cifar10", exclude_true=True),
+         "exclude_true applies only to kind='symmetric'"),
+        (lambda: noise.summary([0, 5], [0, 1], num_classes=3),
+         "num_classes must be larger than every label, got num_classes=3 but noisy contains 5"),
+        (lambda: noise.summary([0, 1], [4, 1], num_classes=3),
+         "num_classes must be larger than every label, got num_classes=3 but true contains 4"),
+        (lambda: noise.summary([0.5], [0]), "noisy must hold integer class indices, found non-integer floats"),
+        (lambda: noise.summary([0], [-1]), "true must be non-negative class indices, found -1"),
+        (lambda: noise.summary([], []), "num_classes must be given when noisy and true are empty"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError) as err:
+            call()
+        assert str(err.value).startswith(message), (str(err.value), message)
+
+
+def test_dataset_names_ignore_case_and_a_matching_class_count_is_accepted():
+    y = _balanced(10, 20)
+    np.testing.assert_array_equal(noise.asymmetric(y, 0.4, dataset="CIFAR10", seed=3),
+                                  noise.asymmetric(y, 0.4, dataset="cifar10", seed=3))
+    np.testing.assert_array_equal(noise.transition_matrix("asymmetric", 0.4, 10, dataset="Cifar10"),
+                                  noise.transition_matrix("asymmetric", 0.4, dataset="cifar10"))
+
+
+def test_summary_of_no_examples():
+    out = noise.summary([], [], num_classes=3)
+    assert out == {"num_examples": 0, "num_classes": 3, "num_noisy": 0, "noise_rate": None,
+                   "per_class_count": [0, 0, 0], "per_class_noise_rate": [None, None, None],
+                   "confusion": [[0, 0, 0], [0, 0, 0], [0, 0, 0]]}
+
+
+def test_rate_zero_never_flips_and_rate_one_always_does_at_the_ends_of_the_uniforms(monkeypatch):
+    below_one = np.nextafter(1.0, 0.0)
+    monkeypatch.setattr(noise.np.random, "default_rng", lambda seed: _Uniforms([0.0, below_one, 0.5]))
+    assert noise.symmetric([0, 1, 2], 0.0, 4, seed=0).tolist() == [0, 1, 2]
+    assert noise.symmetric([0, 1, 2], 1.0, 4, seed=0).tolist() == [3, 3, 3]
+    assert noise.symmetric([0, 1, 2], 0.5, 4, seed=0).tolist() == [3, 1, 2]  # u < rate flips: 0.5 does not
+
+
+def test_transition_rows_are_normalised_before_the_draw(monkeypatch):
+    """Rows may sum to 1 within 1e-6; each is divided by its own sum, so the draw is exactly P(j | i) = T[i, j] / sum."""
+    T = np.array([[0.3, 0.3, 0.4 - 9e-7], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # row 0 sums to 1 - 9e-7
+    u = np.array([0.3000001, 0.6000004, 0.2999999, 0.6000008])  # within 1e-6 of the normalised boundaries
+    labels = np.zeros(4, dtype=np.int64)
+    monkeypatch.setattr(noise.np.random, "default_rng", lambda seed: _Uniforms(u))
+    got = noise.from_transition_matrix(labels, T, seed=0)
+    assert got.tolist() == [_inverse_cdf(T[0], v) for v in u] == [0, 1, 0, 2]
+
+
+@pytest.mark.parametrize("dataset", [10, None, ["cifar10"]])
+def test_a_dataset_that_is_not_a_name_is_refused_by_name(dataset):
+    message = rf"^dataset must be one of \['cifar10', 'cifar100'\], got {re.escape(repr(dataset))}$"
+    with pytest.raises(ValueError, match=message):
+        noise.asymmetric([0, 1], 0.2, dataset=dataset, seed=0)

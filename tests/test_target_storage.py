@@ -6,6 +6,7 @@ import torch
 
 from elr.config import Config, ConfigError
 from elr.losses import ELRLoss
+from elr.targets import mean_row, top_k_renormalised, topk_rows
 
 
 def random_probs(generator, batch, classes, peaked=True):
@@ -137,3 +138,40 @@ def test_storage_is_a_config_key_of_the_elr_loss():
     assert config.loss.params["target_k"] == 5
     with pytest.raises(ConfigError, match="target_kk"):
         Config.from_dict({"loss": {"name": "elr", "target_kk": 5}}).validate()
+
+
+def test_k_of_one_is_accepted_and_true_is_not_a_count():
+    loss = ELRLoss(4, 5, target_storage="topk", target_k=1, beta=0.5)
+    probs = torch.tensor([[0.1, 0.6, 0.1, 0.1, 0.1]] * 2)
+    loss.update_targets(torch.tensor([0, 3]), probs)
+    rows = loss.target_rows(torch.tensor([0, 3, 1]))
+    # one entry: the largest, carrying the whole dense row's mass (1 - beta) after one update
+    np.testing.assert_allclose(rows.numpy(), [[0, 0.5, 0, 0, 0], [0, 0.5, 0, 0, 0], [0, 0, 0, 0, 0]], atol=1e-7)
+    with pytest.raises(ValueError, match=r"^target_k must be an integer in \[1, num_classes=5\] for "
+                                         r"target_storage='topk', got True$"):
+        ELRLoss(4, 5, target_storage="topk", target_k=True)
+    with pytest.raises(ValueError, match=r"^target_dtype must be one of float32, float16, bfloat16, got 'float64'$"):
+        ELRLoss(4, 5, target_dtype="float64")
+
+
+def test_topk_rows_are_float32_whatever_the_stored_dtype():
+    values = torch.tensor([[0.5, 0.25], [0.125, 0.0625]], dtype=torch.float16)
+    indices = torch.tensor([[3, 0], [1, 2]], dtype=torch.int32)
+    rows = topk_rows(values, indices, torch.tensor([1, 0, 1]), 4)
+    assert rows.dtype == torch.float32
+    np.testing.assert_array_equal(rows.numpy(), [[0, 0.125, 0.0625, 0], [0.25, 0, 0, 0.5], [0, 0.125, 0.0625, 0]])
+
+
+def test_mean_row_and_top_k_renormalised_against_numpy():
+    rng = np.random.default_rng(4)
+    rows = [torch.from_numpy(rng.dirichlet(np.ones(6), size=5)) for _ in range(3)]
+    assert mean_row(rows[:1]) is rows[0]  # one bank: its own row
+    np.testing.assert_allclose(mean_row(rows).numpy(), np.mean([r.numpy() for r in rows], axis=0), rtol=1e-15)
+    np.testing.assert_allclose(mean_row(rows[:2]).numpy(), (rows[0].numpy() + rows[1].numpy()) / 2, rtol=1e-15)
+    mean = mean_row(rows)
+    for k in (1, 3, 6):
+        kept, where = top_k_renormalised(mean, k)
+        order = np.argsort(-mean.numpy(), axis=1, kind="stable")[:, :k]
+        largest = np.take_along_axis(mean.numpy(), order, axis=1)
+        np.testing.assert_array_equal(where.numpy(), order)
+        np.testing.assert_allclose(kept.numpy(), largest / largest.sum(axis=1, keepdims=True), rtol=1e-12)

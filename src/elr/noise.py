@@ -91,7 +91,7 @@ def _check_num_classes(num_classes: Any, labels: np.ndarray, labels_name: str = 
 
 
 def _check_dataset(dataset: Any) -> str:
-    key = dataset.lower() if isinstance(dataset, str) else dataset
+    key = dataset.lower() if isinstance(dataset, str) else None  # a list or dict is no name either
     if key not in _DATASET_CLASSES:
         raise ValueError(f"dataset must be one of {list(ASYMMETRIC_DATASETS)}, got {dataset!r}")
     return key
