@@ -26,6 +26,7 @@ from elr.checkpoint import load_checkpoint
 from elr.config import Config
 from elr.distributed import first_occurrences, shard_positions
 from elr.methods import Runtime
+from test_elr_plus import assert_same_state
 
 HERE = Path(__file__).resolve()
 BETA = 0.7
@@ -294,22 +295,6 @@ def test_kill_and_resume_two_processes(tmp_path):
     assert np.array_equal(again.sources, chosen.sources)
     ours, theirs = rundir.read_summary(run), rundir.read_summary(straight)
     assert (ours["last"], ours["selected"]) == (theirs["last"], theirs["selected"])
-
-
-def assert_same_state(a, b, where: str) -> None:
-    """Two state dicts (nested dicts, lists, tensors, numbers) equal bit for bit."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same_state(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for k, (x, y) in enumerate(zip(a, b)):
-            assert_same_state(x, y, f"{where}[{k}]")
-    else:
-        assert a == b, where
 
 
 def test_a_held_run_directory_stops_every_rank_at_once(tmp_path):

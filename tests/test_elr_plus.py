@@ -368,8 +368,9 @@ def assert_same_results(got_dir, want_dir):
 
 
 def assert_same_state(a, b, where="method"):
+    """Two state dicts (nested dicts, lists, tensors, numbers) equal bit for bit."""
     if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
     elif isinstance(a, dict):
         assert a.keys() == b.keys(), where
         for key in a:
