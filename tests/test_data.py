@@ -265,7 +265,6 @@ def test_npz_features_and_errors(tmp_path):
         read_npz(bad)
 
 
-@pytest.mark.skipif(not REAL_CIFAR10.exists(), reason=f"{REAL_CIFAR10} not present")
 def _npz(path, **over):
     arrays = {"x_train": np.zeros((6, 2), np.float32), "y_train": np.array([0, 1, 2, 0, 1, 2]),
               "x_test": np.zeros((3, 2), np.float32), "y_test": np.array([0, 1, 2])}
@@ -314,6 +313,7 @@ def test_a_truncated_cifar_pickle_is_one_valueerror_naming_the_file(tmp_path):
         read_cifar(folder, "cifar10")
 
 
+@pytest.mark.skipif(not REAL_CIFAR10.exists(), reason=f"{REAL_CIFAR10} not present")
 def test_real_cifar10_npz():
     raw = read_npz(REAL_CIFAR10)
     assert raw.x_train.shape == (50000, 32, 32, 3) and raw.x_train.dtype == np.uint8

@@ -138,6 +138,11 @@ def test_beta_sampler_matches_the_distribution(alpha):
     var = 1 / (4 * (2 * alpha + 1))  # Beta(a, a): mean 1/2
     assert draws.mean() == pytest.approx(0.5, abs=0.03)
     assert draws.var() == pytest.approx(var, rel=0.1)
+    # the whole distribution, not two moments: Kolmogorov-Smirnov against Beta(a, a) (seeded draws), and
+    # against the neighbouring Beta(1.25 a, 1.25 a), which the test must tell apart
+    stats = pytest.importorskip("scipy.stats")
+    assert stats.kstest(draws, "beta", args=(alpha, alpha)).pvalue > 1e-3
+    assert stats.kstest(draws, "beta", args=(1.25 * alpha, 1.25 * alpha)).pvalue < 1e-3
     again = torch.Generator().manual_seed(0)
     assert [sample_beta(alpha, again) for _ in range(5)] == list(draws[:5])
 

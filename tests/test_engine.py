@@ -13,6 +13,7 @@ from elr.checkpoint import load_checkpoint
 from elr.cli import main
 from elr.config import Config
 from elr.runs import evaluate_run, resume, train
+from test_elr_plus import assert_same_state
 
 RESULT_KEYS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "test_top5", "val_acc",
                "mem_clean_correct", "mem_wrong_memorized")
@@ -145,7 +146,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(kind, tmp_path, image_npz)
     for a, b in zip(got, want):
         assert {k: a.get(k) for k in RESULT_KEYS} == {k: b.get(k) for k in RESULT_KEYS}
     a, b = load_checkpoint(killed / "checkpoint.pt"), load_checkpoint(straight / "checkpoint.pt")
-    assert torch.equal(a["method"]["loss"]["targets"], b["method"]["loss"]["targets"])
+    assert_same_state(a["method"], b["method"])  # weights, BatchNorm statistics, targets, momentum buffers
 
 
 def test_resume_refuses_a_changed_config(tmp_path):

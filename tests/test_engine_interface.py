@@ -281,3 +281,31 @@ def test_the_plots_draw_what_they_are_given_and_say_so_for_a_run_directory(tmp_p
             draw(["runs/a"], tmp_path / "x.png")
         with pytest.raises(ValueError, match="at least one"):
             draw([], tmp_path / "x.png")
+
+
+class _TableMethod:
+    """Predicts a fixed logit row per example: the input is the example's number."""
+
+    def __init__(self, table):
+        self.table = torch.as_tensor(table, dtype=torch.float32)
+
+    def predict(self, x):
+        return self.table[x[:, 0].long()]
+
+
+@pytest.mark.parametrize("classes, batch", [(7, 3), (7, 64), (4, 3)])
+def test_evaluate_counts_top1_and_top5_as_numpy_does(classes, batch):
+    from elr.engine import evaluate
+
+    rng = np.random.default_rng(classes + batch)
+    logits = rng.normal(size=(23, classes))
+    order = np.argsort(-logits, axis=1)
+    # labels at every rank of each row: some top-1, some 2nd to 5th, some beyond the 5th
+    labels = order[np.arange(23), np.arange(23) % classes]
+    data = InMemoryDataset(np.arange(23, dtype=np.float32)[:, None], labels)
+    got = evaluate(_TableMethod(logits), data, batch)
+    want = {"acc": np.mean(order[:, 0] == labels)}
+    if classes >= 5:
+        want["top5"] = np.mean((order[:, :5] == labels[:, None]).any(axis=1))
+        assert 0 < want["acc"] < want["top5"] < 1  # the case tells top-1, top-5 and misses apart
+    assert got == pytest.approx(want, abs=1e-12)

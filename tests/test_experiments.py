@@ -16,6 +16,7 @@ from elr.config import Config
 from elr.experiments import Sweep, SweepError, plan_sweep, run_name, run_sweep
 from elr.report import build_report
 from elr.build import resolve_loss_params
+from test_elr_plus import assert_same_state
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
 
@@ -237,13 +238,19 @@ def test_only_trains_the_matching_runs_and_rejects_a_pattern_matching_none(tmp_p
 
 
 def test_parallel_jobs(tmp_path):
-    sweep = Sweep.from_dict({**TINY, "methods": {"CE": {"loss": {"name": "ce"}}}})
+    sweep = Sweep.from_dict(TINY)
     result = run_sweep(sweep, tmp_path / "out", jobs=2)
-    assert result.results() == {"CE/seed-0": "trained", "CE/seed-1": "trained"}
-    # the same runs trained one at a time give the same numbers
-    alone = run_sweep(sweep, tmp_path / "alone")
-    for a, b in zip(result.outcomes, alone.outcomes):
-        assert a.summary["last"]["test_acc"] == b.summary["last"]["test_acc"]
+    names = ["CE/seed-0", "CE/seed-1", "ELR/seed-0", "ELR/seed-1"]
+    assert result.results() == dict.fromkeys(names, "trained")
+    # the same runs trained one at a time are the same runs: labels, every epoch's record, weights and targets
+    run_sweep(sweep, tmp_path / "alone")
+    for name in names:
+        runs = tmp_path / "out" / name, tmp_path / "alone" / name
+        a, b = ([{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rundir.read_metrics(run)]
+                for run in runs)
+        assert len(a) == 1 and a == b, name
+        assert np.array_equal(*(rundir.read_noisy_labels(run) for run in runs)), name
+        assert_same_state(*(rundir.load_checkpoint(run)["method"] for run in runs), name)
 
 
 # ---- the CLI ---------------------------------------------------------------------------------------

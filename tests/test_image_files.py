@@ -289,13 +289,21 @@ def test_batches_same_for_any_worker_count_and_after_resume(tmp_path):
 
 
 def test_evaluation_pixels_are_normalised_centre_crops(tmp_path):
-    Image.fromarray(np.full((12, 12, 3), 200, np.uint8)).save(tmp_path / "flat.png")
-    (tmp_path / "l.csv").write_text("flat.png,0\n")
+    rows, cols = np.meshgrid(np.arange(12), np.arange(16), indexing="ij")  # 12 high, 16 wide: no resize at 12
+    pixels = np.stack([15 * cols, 20 * rows, np.full_like(rows, 100)], axis=-1).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "ramp.png")
+    (tmp_path / "l.csv").write_text("ramp.png,0\n")
     images = read_label_files(tmp_path, "l.csv", "l.csv").test
-    x, y, index = next(file_dataset(images, num_classes=1).batches(4, shuffle=False))
+    ds = file_dataset(images, num_classes=1)
+    x, y, index = next(ds.batches(4, shuffle=False, train=False))
     mean, std = IMAGENET_MEAN_STD
-    want = torch.tensor([(200 / 255 - m) / s for m, s in zip(mean, std)])
-    assert torch.allclose(x[0, :, 4, 4], want, atol=1e-5) and index.tolist() == [0]
+    crop = pixels[1:11, 3:13] / 255.0  # the centred 10 x 10: rows 1-10, columns 3-12
+    want = (crop - np.array(mean)) / np.array(std)
+    np.testing.assert_allclose(x[0].numpy(), want.transpose(2, 0, 1), atol=1e-6)
+    assert index.tolist() == [0]
+    trained = [next(ds.batches(4, shuffle=False, train=True, generator=torch.Generator().manual_seed(s)))[0][0]
+               for s in range(4)]
+    assert any(not torch.equal(t, x[0]) for t in trained)  # training draws other crops and flips
 
 
 def test_class_balanced_epochs_are_redrawn(tmp_path):
@@ -476,7 +484,17 @@ def test_webvision_reports_imagenet_top1_and_top5(tmp_path):
     summary = train(config, tmp_path / "run")
     last = summary["last"]
     assert {"test_acc", "test_top5", "imagenet_acc", "imagenet_top5"} <= set(last)
-    assert 0 <= last["imagenet_acc"] <= last["imagenet_top5"] <= 1
+    # top-1 and top-5 recounted from the checkpoint's logits: an image counts for top-5 when its class is among
+    # its 5 largest logits (of 50); WebVision's validation images are classes 0..4 once, ImageNet's twice each
+    _, prepared, method, _ = restore_run(tmp_path / "run")
+    for name, dataset, labels in (("test", prepared.data.test, [0, 1, 2, 3, 4]),
+                                  ("imagenet", prepared.data.extra_tests["imagenet"], [0, 0, 1, 1, 2, 2, 3, 3, 4, 4])):
+        assert dataset.labels.tolist() == labels
+        logits = predict_all(method, dataset, 3).numpy()
+        top5 = np.argsort(-logits, axis=1, kind="stable")[:, :5]
+        y = np.array(labels)
+        assert last[f"{name}_acc"] == pytest.approx(np.mean(logits.argmax(axis=1) == y), abs=1e-12)
+        assert last[f"{name}_top5"] == pytest.approx(np.mean((top5 == y[:, None]).any(axis=1)), abs=1e-12)
     assert len(json.loads((tmp_path / "run" / "classes.json").read_text())["class_names"]) == 50
     evaluated = evaluate_run(tmp_path / "run")  # `elr eval` reports the second test set too
     assert evaluated["imagenet_acc"] == last["imagenet_acc"] and evaluated["imagenet_top5"] == last["imagenet_top5"]

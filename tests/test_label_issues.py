@@ -1,6 +1,7 @@
 """Label issues: scores, flags and suggestions on hand-worked cases; `elr detect` on a seeded digits run."""
 
 import csv
+import re
 import shutil
 
 import numpy as np
@@ -222,7 +223,8 @@ def test_threshold_rule_and_margin_score(digits_run, capsys):
                           [["--threshold", "1.5"], r"--threshold must lie in \(0, 1\], got 1.5"],
                           [["--top", "-1"], "--top must be a count >= 0"]):
         assert main(["detect", str(digits_run), *args]) == 2
-        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and re.search(message, err), (err, message)
 
 
 def test_runs_without_targets_are_refused_in_one_line(tmp_path, capsys):

@@ -15,14 +15,15 @@ def test_readme_loop_example_runs():
     namespace: dict = {}
     exec(compile(code, "README example", "exec"), namespace)
     targets = namespace["criterion"].targets
-    # after 5 epochs every example was visited 5 times: rows sum to 1 - 0.7**5
-    assert abs(float(targets.sum(dim=1).mean()) - (1 - 0.7**5)) < 1e-5
+    # after 5 epochs every example was visited 5 times: every row sums to 1 - 0.7**5
+    sums = targets.sum(dim=1)
+    assert len(sums) > 100 and float((sums - (1 - 0.7**5)).abs().max()) < 1e-5
 
 
 def test_every_repository_path_the_readme_names_exists():
     text = README.read_text()
     root = README.parent
-    named = set(re.findall(r"(?<![\w/.])((?:configs|benchmarks|docs|src|tests)/[\w./-]+\.(?:yaml|py|png|md))", text))
+    named = set(re.findall(r"(?<![\w/.])((?:configs|benchmarks|docs|src|tests|tools)/[\w./-]+\.(?:yaml|py|png|md|sh))", text))
     assert len(named) > 10  # the pattern finds the README's paths
     missing = sorted(p for p in named if not (root / p).is_file())
     assert not missing, missing

@@ -162,7 +162,6 @@ def test_simulation_matches_plain_gradient_descent():
     cfg = TheoryConfig(n=30, p=27, iterations=25, record_every=1, n_test=40, init_scale=0.1, seed=3)
     result = theory.simulate(cfg)
     data = theory.sample(cfg)
-    y = np.eye(2)[data.labels]
     correct = np.concatenate([data.v, -data.v])
     for method in ("ce", "elr"):
         theta, targets = data.theta0.copy(), np.zeros((cfg.n, 2))
