@@ -222,12 +222,12 @@ def test_one_epoch_run_with_cifar10n(cifar_like, tmp_path):
     # the memorization monitor splits examples by the true CIFAR labels (80 wrong, 120 clean): recomputed
     # from the checkpoint's predictions and the label file's two columns
     _, prepared, method, _ = restore_run(out)
-    said = predict_all(method, prepared.data.train, 64).argmax(dim=1).numpy()
+    predicted = predict_all(method, prepared.data.train, 64).argmax(dim=1).numpy()
     given, true = labels["worse_label"], labels["clean_label"]
     wrong = given != true
-    expected = {"mem_wrong_true": np.mean(said[wrong] == true[wrong]),
-                "mem_wrong_memorized": np.mean(said[wrong] == given[wrong]),
-                "mem_clean_correct": np.mean(said[~wrong] == true[~wrong])}
+    expected = {"mem_wrong_true": np.mean(predicted[wrong] == true[wrong]),
+                "mem_wrong_memorized": np.mean(predicted[wrong] == given[wrong]),
+                "mem_clean_correct": np.mean(predicted[~wrong] == true[~wrong])}
     assert {k: record[k] for k in expected} == pytest.approx(expected, abs=1e-12)
     assert 0 < expected["mem_clean_correct"] < 1 and 0 < expected["mem_wrong_true"] < 1  # the case tells them apart
 

@@ -421,8 +421,9 @@ def test_csv_run_with_workers_maps_labels_and_monitors(tmp_path):
     wrong = train_split.labels != train_split.true_labels
     assert int(wrong.sum()) == 1
     given, true = int(train_split.labels[wrong]), int(train_split.true_labels[wrong])
-    said = int(predicted[wrong])  # one of three answers: exactly one of the fractions is 1
-    expected = {"true": float(said == true), "memorized": float(said == given), "other": float(said not in (given, true))}
+    guess = int(predicted[wrong])  # one of three answers: exactly one of the fractions is 1
+    expected = {"true": float(guess == true), "memorized": float(guess == given),
+                "other": float(guess not in (given, true))}
     last = read_metrics(out)[-1]
     assert {k: last[f"mem_wrong_{k}"] for k in expected} == expected
     assert summary["last"]["mem_wrong_memorized"] == expected["memorized"]

@@ -205,7 +205,7 @@ def test_init_scheme(name):
         want = (2 / (kh * kw * cout)) ** 0.5
         tolerance = 4 * want / (2 * conv.weight.numel()) ** 0.5  # four standard errors of a sample std
         assert abs(conv.weight.std().item() - want) < tolerance, (conv, conv.weight.std().item(), want)
-        assert abs(conv.weight.mean().item()) < 4 * want / conv.weight.numel() ** 0.5  # centred: a normal, not a shifted draw
+        assert abs(conv.weight.mean().item()) < 4 * want / conv.weight.numel() ** 0.5  # centred, not shifted
     for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
         assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(bn.bias, torch.zeros_like(bn.bias))
 

@@ -476,8 +476,10 @@ def test_messages_name_the_argument_and_the_fault():
     cases = [
         (lambda: noise.symmetric([[0, 1], [2]], 0.2, 4, seed=0),
          "labels must be a 1-D array of integer class indices; could not convert"),
-        (lambda: noise.symmetric([True, False], 0.2, 4, seed=0), "labels must hold integer class indices, got a boolean array"),
-        (lambda: noise.symmetric(np.array(["a"]), 0.2, 4, seed=0), "labels must hold integer class indices, got dtype <U1"),
+        (lambda: noise.symmetric([True, False], 0.2, 4, seed=0),
+         "labels must hold integer class indices, got a boolean array"),
+        (lambda: noise.symmetric(np.array(["a"]), 0.2, 4, seed=0),
+         "labels must hold integer class indices, got dtype <U1"),
         (lambda: noise.symmetric([0, 5], 0.2, 4, seed=0),
          "num_classes must be larger than every label, got num_classes=4 but labels contains 5"),
         (lambda: noise.symmetric([0], 0.2, 4, seed=None),
@@ -488,7 +490,8 @@ def test_messages_name_the_argument_and_the_fault():
          "T must be a square (C, C) array of probabilities; could not convert"),
         (lambda: noise.from_transition_matrix([0], [[np.nan, 1], [0, 1]], seed=0),
          "T must be finite, found NaN or infinite entries"),
-        (lambda: noise.from_transition_matrix([0], [[1.0]], seed=0), "T must describe at least 2 classes, got shape (1, 1)"),
+        (lambda: noise.from_transition_matrix([0], [[1.0]], seed=0),
+         "T must describe at least 2 classes, got shape (1, 1)"),
         (lambda: noise.transition_matrix("symmetric", 0.2), "num_classes is required for kind='symmetric'"),
         (lambda: noise.transition_matrix("asymmetric", 0.2, 100, dataset="cifar10"),
          "num_classes must be 10 for dataset 'cifar10' (or None), got 100"),
@@ -532,7 +535,7 @@ def test_rate_zero_never_flips_and_rate_one_always_does_at_the_ends_of_the_unifo
 
 
 def test_transition_rows_are_normalised_before_the_draw(monkeypatch):
-    """Rows may sum to 1 within 1e-6; each is divided by its own sum, so the draw is exactly P(j | i) = T[i, j] / sum."""
+    """Rows may sum to 1 within 1e-6; each is divided by its own sum: the draw is exactly P(j | i) = T[i, j] / sum."""
     T = np.array([[0.3, 0.3, 0.4 - 9e-7], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # row 0 sums to 1 - 9e-7
     u = np.array([0.3000001, 0.6000004, 0.2999999, 0.6000008])  # within 1e-6 of the normalised boundaries
     labels = np.zeros(4, dtype=np.int64)

@@ -23,7 +23,8 @@ def test_readme_loop_example_runs():
 def test_every_repository_path_the_readme_names_exists():
     text = README.read_text()
     root = README.parent
-    named = set(re.findall(r"(?<![\w/.])((?:configs|benchmarks|docs|src|tests|tools)/[\w./-]+\.(?:yaml|py|png|md|sh))", text))
+    pattern = r"(?<![\w/.])((?:configs|benchmarks|docs|src|tests|tools)/[\w./-]+\.(?:yaml|py|png|md|sh))"
+    named = set(re.findall(pattern, text))
     assert len(named) > 10  # the pattern finds the README's paths
     missing = sorted(p for p in named if not (root / p).is_file())
     assert not missing, missing

@@ -4,6 +4,7 @@ CSV and the figure; rows, columns, metrics and the errors of unreadable runs."""
 import csv
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -105,17 +106,24 @@ def test_cells_are_the_numpy_mean_and_sample_std_of_their_seeds(tmp_path):
     assert [(r["method"], r["noise_rate"]) for r in plot] == [("CE", 0.2), ("CE", 0.4), ("ELR", 0.2), ("ELR", 0.4)]
 
 
-@pytest.mark.parametrize("text, reason", [("{not json", "not a readable JSON object"), ("[1, 2]", "not a readable JSON object"),
-                                          ('{"last": {"epoch": 3}}', "no last.test_acc"),
-                                          ('{"last": 0.5}', "no last.test_acc")])
-def test_a_damaged_summary_is_named_with_what_is_wrong(tmp_path, text, reason):
+@pytest.mark.parametrize("text, reason", [
+    ("{not json", r"JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 \(char 1\)"),
+    ("[1, 2]", "ValueError: holds a JSON list, not an object"),
+    ('{"last": {"epoch": 3}}', "KeyError: 'test_acc'"),
+    ('{"last": 0.5}', "TypeError: 'float' object is not subscriptable"),
+])
+def test_a_damaged_summary_is_named_with_what_is_wrong(tmp_path, capsys, text, reason):
     fake_run(tmp_path, "good", method="CE", noise_type="symmetric", rate=0.4, seed=0, acc=0.5, order=0)
     fake_run(tmp_path, "bad", method="CE", noise_type="symmetric", rate=0.4, seed=1, acc=0.5, order=0)
     (tmp_path / "bad" / "summary.json").write_text(text)
-    with pytest.raises(ValueError, match=rf"bad/summary\.json: not the summary of a finished run \({reason}\); "
-                                         r"`elr train --resume .*bad` writes it again"):
+    message = (rf"bad/summary\.json: not the summary of a finished run \({reason}\); "
+               r"`elr train --resume .*bad` writes it again")
+    with pytest.raises(ValueError, match=message):
         build_report([tmp_path])
-    assert not (tmp_path / "report.md").exists()
+    assert main(["report", str(tmp_path)]) == 2  # the command: one line, nothing written
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err)
+    assert not (tmp_path / "report.md").exists() and not (tmp_path / "report.csv").exists()
 
 
 def test_only_run_directories_are_read_and_repeated_seeds_are_noted(tmp_path, capsys):

@@ -299,7 +299,8 @@ def test_result_is_finite_json(small):
 def test_settings_from_overrides_and_an_unknown_key(tmp_path, capsys):
     assert TheoryConfig.from_overrides({"n": 50, "noise_rate": 0.2}) == replace(TheoryConfig(), n=50, noise_rate=0.2)
     assert TheoryConfig.from_overrides({}) == TheoryConfig()
-    with pytest.raises(ValueError, match=r"^unknown key 'iteratons'; did you mean iterations\? valid keys: n, p, sigma, "):
+    unknown = r"^unknown key 'iteratons'; did you mean iterations\? valid keys: n, p, sigma, "
+    with pytest.raises(ValueError, match=unknown):
         TheoryConfig.from_overrides({"iteratons": 5, "zzz": 1})
     from elr.cli import main
 

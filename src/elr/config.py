@@ -7,7 +7,7 @@ import dataclasses
 import difflib
 import math
 import textwrap
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -327,7 +327,7 @@ class Config:
             raise ConfigError(f"noise.file must be a path, got {n.file!r}")
 
     def _validate_elr_plus(self) -> None:
-        check_elr_plus(asdict(self.elr_plus))
+        check_elr_plus(dataclasses.asdict(self.elr_plus))
         if self.method == "elr_plus" and self.loss.name != "elr":
             raise ConfigError(f"method=elr_plus regularises with ELR and needs loss.name=elr, got "
                               f"loss.name={self.loss.name!r}; use method=standard for other losses")
@@ -644,7 +644,7 @@ def _range(key, value, lo, hi, *, lo_open=False, hi_open=False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
     if not ok:
-        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open or hi == math.inf else ']'}"
         raise ConfigError(f"{key} must lie in {interval}, got {value!r}")
 
 

@@ -56,7 +56,6 @@ from .targets import TargetBank
 __all__ = ["ELRPlus", "sample_beta", "sigmoid_rampup"]
 
 
-
 def sigmoid_rampup(step: int, length: int) -> float:
     """``exp(-5 (1 - min(step, L)/L)^2)``: rises from ``exp(-5)`` at step 0 to 1 at step ``L``; 1 when ``L = 0``."""
     if length <= 0:

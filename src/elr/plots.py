@@ -40,8 +40,10 @@ def _pyplot():
 
 def _save(fig, path, dpi: int = 110) -> Path:
     """Write the figure as a PNG and close it (pyplot keeps every open figure alive)."""
+    import matplotlib.pyplot as plt  # loaded already: the figure was drawn with it
+
     fig.savefig(path, dpi=dpi)
-    _pyplot().close(fig)
+    plt.close(fig)
     return Path(path)
 
 

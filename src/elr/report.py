@@ -211,12 +211,12 @@ def build_report(dirs: Iterable[str | Path], *, metric: str = "last") -> Report:
     order: dict[str, tuple[float, str]] = {}
     without_val = 0
     for path in paths:
-        summary = rundir.read_summary(path.parent)
-        last = summary.get("last") if summary is not None else None
-        if not isinstance(last, dict) or "test_acc" not in last:
-            what = "not a readable JSON object" if summary is None else "no last.test_acc"
-            raise ValueError(f"{path}: not the summary of a finished run ({what}); "
-                             f"`elr train --resume {path.parent}` writes it again")
+        try:
+            summary = rundir.read_summary(path.parent, strict=True)
+            summary["last"]["test_acc"]
+        except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{path}: not the summary of a finished run ({type(err).__name__}: {err}); "
+                             f"`elr train --resume {path.parent}` writes it again") from None
         info = rundir.read_sweep_record(path.parent)
         label = _row_label(summary, info)
         rank = float(info["order"]) if info and isinstance(info.get("order"), int) else math.inf

@@ -722,10 +722,22 @@ def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> Path:
     return path
 
 
-def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's summary; None before the run finished a session (or when it is unreadable)."""
-    summary = _read_json(Path(run_dir) / SUMMARY)
-    return summary if isinstance(summary, dict) else None
+def read_summary(run_dir: str | Path, *, strict: bool = False) -> dict[str, Any] | None:
+    """The run's summary; None before the run finished a session (or when it is unreadable).
+
+    ``strict``: a summary that is there but cannot be read raises what went wrong (the OSError, the
+    JSON error with its position, or ValueError for JSON that is not an object) instead of None.
+    """
+    path = Path(run_dir) / SUMMARY
+    if not strict:
+        summary = _read_json(path)
+        return summary if isinstance(summary, dict) else None
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    if not isinstance(summary, dict):
+        raise ValueError(f"holds a JSON {type(summary).__name__}, not an object")
+    return summary
 
 
 def find_summaries(folder: str | Path) -> list[Path]:
