@@ -1,8 +1,10 @@
 """CIFAR-N human noisy labels: safe loading of the .pt files, checks, and their use in prepare_data and train."""
 
 import json
+import math
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,3 +268,109 @@ def test_detect_scores_cifar10n_labels_against_the_clean_ones(cifar_like, tmp_pa
     rows = (out / "label_issues.csv").read_text().splitlines()
     assert rows[0].split(",")[:6] == ["index", "given_label", "suggested_label", "score", "is_issue", "source"]
     assert len(rows) == 201
+
+
+# ---- the CIFAR-N presets and sweeps ----------------------------------------------------------------------
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SWEEP_PRESETS = {  # sweep -> {method label: (preset, extra overrides)}
+    "cifar10n": {"CE": ("cifar_n/cifar10n_ce.yaml", []), "ELR": ("cifar_n/cifar10n_elr.yaml", []),
+                 "ELR+": ("cifar_n/cifar10n_elr_plus.yaml", [])},
+    "cifar100n": {"CE": ("cifar_n/cifar100n_ce.yaml", []), "ELR": ("cifar_n/cifar100n_elr.yaml", []),
+                  "ELR+": ("cifar_n/cifar100n_elr_plus.yaml", [])},
+    "cpu_cifar10n": {"CE": ("cpu/cifar10n_elr_worst.yaml", ["loss.name=ce"]),
+                     "ELR": ("cpu/cifar10n_elr_worst.yaml", []),
+                     "ELR+": ("cpu/cifar10n_elr_worst.yaml", ["method=elr_plus", "elr_plus.ema_ramp_steps=1200"])},
+}
+
+
+@pytest.mark.parametrize("sweep", list(SWEEP_PRESETS))
+def test_cifar_n_sweeps_are_their_presets(sweep):
+    """Every run of a CIFAR-N sweep is its method's preset with the run's label set and seed, nothing else."""
+    from elr.experiments import Sweep
+
+    root = [] if sweep.startswith("cpu") else ["data.root=/data/x"]
+    specs = Sweep.load(CONFIGS / "sweeps" / f"{sweep}.yaml", root).expand()
+    label_sets = [None] if sweep == "cifar100n" else list(CIFAR10N_LABEL_SETS)
+    assert len(specs) == 3 * len(label_sets) * 3
+    for spec in specs:
+        info = spec.sweep_info(sweep)
+        preset, extra = SWEEP_PRESETS[sweep][info["method"]]
+        label_set = info["settings"].get("noise.label_set")
+        assert label_set in label_sets
+        picked = [f"noise.label_set={label_set}"] if label_set else []
+        expected = Config.load(CONFIGS / preset, [*root, *extra, *picked, f"seed={info['settings']['seed']}"])
+        assert spec.config.to_yaml() == expected.to_yaml(), spec.name
+
+
+def test_cifar_n_presets_follow_the_benchmark_recipe_and_scale_the_elr_plus_ramps():
+    steps = 100 * math.ceil(45000 / 128)  # 100 epochs of the 45,000 training images left by the 10% split
+    for name in ("cifar10n", "cifar100n"):
+        for method in ("ce", "elr", "elr_plus"):
+            cfg = Config.load(CONFIGS / "cifar_n" / f"{name}_{method}.yaml", ["data.root=/data/x"])
+            assert (cfg.model.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.batch_size,
+                    cfg.optim.epochs, cfg.optim.schedule, cfg.optim.milestones, cfg.optim.gamma) == \
+                ("resnet34", 0.1, 0.9, 5e-4, 128, 100, "multistep", [60], 0.1)
+            assert cfg.data.val_fraction == 0.1 and cfg.data.augment
+    # the authors' ramps take the same share of their runs: CIFAR-10 40,000 of 200 epochs, CIFAR-100 of 250
+    ten = Config.load(CONFIGS / "cifar_n" / "cifar10n_elr_plus.yaml", ["data.root=/data/x"]).elr_plus
+    hundred = Config.load(CONFIGS / "cifar_n" / "cifar100n_elr_plus.yaml", ["data.root=/data/x"]).elr_plus
+    authors_steps = math.ceil(45000 / 128)
+    assert ten.ema_ramp_steps / steps == pytest.approx(40000 / (200 * authors_steps), rel=0.02)
+    assert ten.lam_ramp_steps == 0
+    assert hundred.ema_ramp_steps / steps == hundred.lam_ramp_steps / steps == \
+        pytest.approx(40000 / (250 * authors_steps), rel=0.02)
+
+
+def shrunk(preset, npz, *extra):
+    """A preset made tiny: the synthetic npz and its CIFAR-10_human.pt, a small ResNet-8, two epochs."""
+    return Config.load(CONFIGS / preset, [
+        "data.dataset=npz", f"data.root={npz}", "data.train_size=null", "model.name=resnet8",
+        "model.widths=[8, 8, 16]", "optim.epochs=2", "optim.batch_size=50", "monitor.subset=100",
+        "device=cpu", *extra])
+
+
+@pytest.mark.parametrize("preset, label_set", [
+    ("cifar_n/cifar10n_ce.yaml", "worst"), ("cifar_n/cifar10n_elr.yaml", "aggregate"),
+    ("cifar_n/cifar10n_elr_plus.yaml", "random2"), ("cpu/cifar10n_elr_worst.yaml", "worst")])
+def test_cifar_n_presets_train_on_a_synthetic_label_file(cifar_like, tmp_path, preset, label_set):
+    npz, labels = cifar_like
+    cfg = shrunk(preset, npz, f"noise.label_set={label_set}")
+    summary = train(cfg, tmp_path / "run")
+    given, clean = labels[CIFAR10N_LABEL_SETS[label_set]], labels["clean_label"]
+    np.testing.assert_array_equal(np.load(tmp_path / "run" / "noisy_labels.npy"), given)
+    assert summary["noise"]["realised_rate"] == pytest.approx(np.mean(given != clean), abs=1e-12)
+    val = json.loads((tmp_path / "run" / "noise.json").read_text())["val_indices"]
+    assert summary["epochs"] == 2 and summary["train_examples"] == N_TRAIN - len(val) and 19 <= len(val) <= 21
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["best_test_acc"] == max(r["test_acc"] for r in records)
+    chosen = max(records, key=lambda r: r["val_acc"])  # the first epoch of the best noisy validation accuracy
+    assert summary["selected"]["epoch"] == chosen["epoch"] and summary["selected"]["test_acc"] == chosen["test_acc"]
+    assert "mem_wrong_memorized" in records[-1]
+
+
+def test_cpu_cifar10n_sweep_trains_and_reports_last_selected_and_best(cifar_like, tmp_path, capsys):
+    from elr.cli import main
+    from elr.report import build_report
+
+    npz, _ = cifar_like
+    out = tmp_path / "sweep"
+    overrides = ["data.dataset=npz", f"data.root={npz}", "data.train_size=null", "model.widths=[8, 8, 16]",
+                 "optim.epochs=2", "optim.batch_size=50", "monitor.subset=100", "device=cpu"]
+    assert main(["sweep", str(CONFIGS / "sweeps" / "cpu_cifar10n.yaml"), *overrides, "--out", str(out),
+                 "--only", "*/seed-0"]) == 0
+    summaries = {p.parent.relative_to(out).as_posix(): json.loads(p.read_text()) for p in out.rglob("summary.json")}
+    assert len(summaries) == 15
+    for metric in ("last", "selected", "best"):
+        report = build_report([out], metric=metric)
+        lines = report.markdown().splitlines()
+        header = next(line for line in lines if line.startswith("| method"))
+        assert header == ("| method | cifar10n aggregate | cifar10n random1 | cifar10n random2 | cifar10n random3 | "
+                          "cifar10n worst |")
+        for cell in report.accuracy:  # each cell: the one run's summary value, in %
+            summary = summaries[f"{cell.method}/label_set-{cell.noise_type.split('-', 1)[1]}/seed-0"]
+            value = {"last": summary["last"]["test_acc"], "selected": summary["selected"]["test_acc"],
+                     "best": summary["best_test_acc"]}[metric]
+            assert cell.values == [pytest.approx(100 * value)] and cell.seeds == [0]
+        assert {c.method for c in report.accuracy} == {"CE", "ELR", "ELR+"}
+        assert ("selects on the test set" in lines[0]) == (metric == "best")

@@ -66,7 +66,7 @@ def test_report_layout_columns_rows_and_single_seed(tmp_path):
     assert "60.00 ± 10.00 (3)" in table  # values 50, 60, 70: sample std 10
     assert "test accuracy (%), last epoch" in table
     best = build_report([tmp_path], metric="best").markdown()
-    assert "selects on the test set; for comparison with papers only" in best and "61.00 ± 10.00 (3)" in best
+    assert "selects on the test set, as the published tables of the paper and of CIFAR-N do" in best and "61.00 ± 10.00 (3)" in best
     written = write_report(report, tmp_path / "rep")
     assert written["csv"].read_text().splitlines()[0] == "dataset,table,metric,method,noise_type,noise_rate,column,n,mean,std,missing,seeds"
     with pytest.raises(ValueError, match="metric must be one of"):

@@ -19,7 +19,8 @@ from .plots import plot_report
 REPORT_METRICS = {
     "last": "last epoch",
     "selected": "selected by noisy validation",
-    "best": "best test accuracy during training (selects on the test set; for comparison with papers only)",
+    "best": ("best test accuracy during training (selects on the test set, as the published tables of the paper "
+             "and of CIFAR-N do; for comparison with them only)"),
 }
 _TYPE_ORDER = {"none": 0, "symmetric": 1, "asymmetric": 2}
 _TYPE_SHORT = {"symmetric": "sym", "asymmetric": "asym"}
