@@ -193,8 +193,8 @@ class Check:
         print("\n".join(lines), flush=True)
 
     def run(self) -> dict[str, Any]:
-        """Every part in turn; on a GPU a part that fails is written down with its error and the next one runs
-        (the figures it needed are then missing from the later parts); in tiny mode the error is raised."""
+        """Every part in turn: a part that fails is written down with its error and the next one runs (the
+        figures it needed are then missing from the later parts); in tiny mode (the tests) the error is raised."""
         arrays, data_note = load_images(Path(self.args.data), self.tiny)
         self.header(data_note)
         train_data = arrays_data(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], self.device)
@@ -229,7 +229,7 @@ class Check:
         else:
             where = f"CPU, {torch.get_num_threads()} torch threads"
         self.write(f"# GPU check ({'tiny CPU mode' if self.tiny else 'full'})", "",
-                   f"`{' '.join(['python', 'benchmarks/gpu_check.py', *sys.argv[1:]])}`, "
+                   f"`{' '.join(['python', 'benchmarks/gpu_check.py', *self.args.argv])}`, "
                    f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
                    f"- torch {torch.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPU cores",
                    f"- device: {where}", f"- data: {data_note}",
@@ -237,17 +237,16 @@ class Check:
                       "1 measured epoch; no compile"] if self.tiny else []))
 
     def throughput(self, train_data) -> None:
-        epochs = 1 if self.tiny else 2
         elr_plus = _elr_plus_settings()
         rows = [("ResNet-34", self.big, "elr", None), ("ResNet-34", self.big, "ce", None),
                 ("PreAct ResNet-18", self.small, "elr", None), ("PreAct ResNet-18 x 2", self.small, "elr+", elr_plus)]
         self.write("", "## 1. Training throughput (bf16 + channels_last, the engine's on-device epoch)", "",
-                   f"{len(train_data.train):,} training images an epoch, batch {self.batch}; median of {epochs} "
-                   f"epoch(s) after one warm-up. ELR+: two networks, EMA targets, mixup (Table 2 preset settings).", "",
+                   f"{len(train_data.train):,} training images an epoch, batch {self.batch}; one measured epoch "
+                   f"after a warm-up epoch. ELR+: two networks, EMA targets, mixup (Table 2 preset settings).", "",
                    "| model | loss | train images/s | eval images/s | ms a step |", "|---|---|---|---|---|")
         for label, model, loss, plus in rows:
             m = measure(model, "bf16 + channels_last", train_data, self.device, loss="elr" if loss == "elr+" else loss,
-                        batch=self.batch, eval_batch=self.eval_batch, epochs=epochs, elr_plus=plus)
+                        batch=self.batch, eval_batch=self.eval_batch, epochs=1, elr_plus=plus)
             self.figures[f"{label} {loss}"] = m
             self.write(f"| {label} | {loss.upper() if loss != 'elr+' else 'ELR+'} | {m['train_ips']:,.0f} | "
                        f"{m['eval_ips']:,.0f} | {m['step_ms']:.2f} |")
@@ -345,7 +344,7 @@ class Check:
                 self.write(f"| {label} | not measured: {max(limit, 0):.0f} s left |  |  |  |")
                 continue
             command = [sys.executable, str(HERE / "gpu_throughput.py"), "--device", str(self.device), "--models", model,
-                       "--settings", "compile", "--train-size", str(n_train), "--eval-size", str(n_eval),
+                       "--settings", "compile", "--train-size", str(min(n_train, 7000)), "--eval-size", str(n_eval),
                        "--epochs", "1", "--json"]
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
             try:
@@ -392,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="DataLoader workers of the per-image path (default: 8, tiny mode 2)")
     parser.add_argument("--tiny", action="store_true", help="CPU-sized: synthetic images, ResNet-8, a few batches")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.prepare:
         done = prepare(Path(args.source), Path(args.data), args.train_images, args.test_images)
         print(f"wrote {done['path']}: {done['train']} training and {done['test']} test images, {done['mib']:.1f} MiB; "

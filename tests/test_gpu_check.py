@@ -53,6 +53,7 @@ def test_tiny_mode_writes_every_part_with_figures_that_agree(tmp_path):
         assert (f"| {label} | 1 | {100 * cell['last']:.2f} | {100 * cell['selected']:.2f} | {100 * cell['best']:.2f} | "
                 f"{100 * cell['memorized']:.1f} |") in text
     assert "**synthetic random images** (tiny mode)" in text and "Not measured: tiny mode" in text
+    assert f"`python benchmarks/gpu_check.py --tiny --out {out} --device cpu`" in text
 
 
 def source_npz(path, n_train=200, n_test=100):
