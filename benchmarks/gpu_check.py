@@ -46,10 +46,11 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))  # gpu_throughput beside this file, also when imported by the tests
 
 from gpu_throughput import (CIFAR_MEAN, CIFAR_STD, arrays_data, build_method, measure,  # noqa: E402
-                            synthetic_images, table1_minutes)
+                            TABLE1_EPOCHS, synthetic_images, table1_minutes)
 
 from elr.config import Config  # noqa: E402
 from elr.data.split import stratified_split  # noqa: E402
+from elr.experiments import Sweep  # noqa: E402
 from elr.rundir import read_metrics  # noqa: E402
 from elr.runs import train  # noqa: E402
 
@@ -57,6 +58,7 @@ SUBSET = HERE / "gpu_check_data" / "cifar10_subset.npz"
 SOURCE = REPO.parent / "shared" / "data" / "cifar10.npz"
 MAX_SUBSET_MIB = 50
 TABLE2_EPOCHS = 200  # configs/elr_plus/cifar10_*.yaml
+COMPILE_TRAIN, COMPILE_EVAL = 54 * 128, 2 * 1024
 
 
 # ---- the carried data ------------------------------------------------------------------------------------
@@ -78,7 +80,7 @@ def prepare(source: Path, out: Path, train_images: int, test_images: int, max_mi
         picked[split] = np.sort(rows)
     subset = {"x_train": arrays["x_train"][picked["train"]], "y_train": arrays["y_train"][picked["train"]],
               "x_test": arrays["x_test"][picked["test"]], "y_test": arrays["y_test"][picked["test"]],
-              "train_rows": picked["train"], "test_rows": picked["test"]}
+              "train_rows": picked["train"], "test_rows": picked["test"], "source": np.array(str(source))}
     if "class_names" in arrays:
         subset["class_names"] = arrays["class_names"]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,9 +100,10 @@ def load_images(path: Path, tiny: bool) -> tuple[dict[str, np.ndarray], str]:
     if not tiny and path.is_file():
         with np.load(path) as d:
             arrays = {k: d[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            source = str(d["source"]) if "source" in d.files else "an unrecorded source"
         return arrays, (f"CIFAR-10 subset `{path.relative_to(REPO) if path.is_relative_to(REPO) else path}`: "
                         f"{len(arrays['y_train']):,} training and {len(arrays['y_test']):,} test images, class-stratified, "
-                        "from the JPEG-compressed copy `../shared/data/cifar10.npz`")
+                        f"from `{source}` (../shared/data/cifar10.npz is a JPEG-compressed copy of CIFAR-10)")
     n_train, n_test = (64, 32) if tiny else (14000, 2000)
     (x_train, y_train), (x_test, y_test) = synthetic_images(n_train, 0), synthetic_images(n_test, 1)
     why = "tiny mode" if tiny else f"{path} not found (run `--prepare` here and carry its folder)"
@@ -199,7 +202,7 @@ class Check:
         self.header(data_note)
         train_data = arrays_data(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], self.device)
         parts = [lambda: self.throughput(train_data), lambda: self.pipeline(arrays, train_data), self.projections,
-                 lambda: self.cell(arrays, data_note), lambda: self.compiled(len(arrays["y_train"]), len(arrays["y_test"]))]
+                 lambda: self.cell(arrays, data_note), self.compiled]
         for part in parts:
             try:
                 part()
@@ -241,19 +244,20 @@ class Check:
         rows = [("ResNet-34", self.big, "elr", None), ("ResNet-34", self.big, "ce", None),
                 ("PreAct ResNet-18", self.small, "elr", None), ("PreAct ResNet-18 x 2", self.small, "elr+", elr_plus)]
         self.write("", "## 1. Training throughput (bf16 + channels_last, the engine's on-device epoch)", "",
-                   f"{len(train_data.train):,} training images an epoch, batch {self.batch}; one measured epoch "
-                   f"after a warm-up epoch. ELR+: two networks, EMA targets, mixup (Table 2 preset settings).", "",
+                   f"{len(train_data.train):,} training images an epoch, batch {self.batch}; after a warm-up epoch, the median of 3 "
+                   f"measured epochs for ResNet-34 (the ELR / CE ratio), 1 for the others. ELR+: two networks, EMA targets, mixup (Table 2 preset settings).", "",
                    "| model | loss | train images/s | eval images/s | ms a step |", "|---|---|---|---|---|")
         for label, model, loss, plus in rows:
             m = measure(model, "bf16 + channels_last", train_data, self.device, loss="elr" if loss == "elr+" else loss,
-                        batch=self.batch, eval_batch=self.eval_batch, epochs=1, elr_plus=plus)
+                        batch=self.batch, eval_batch=self.eval_batch, epochs=3 if label == "ResNet-34" else 1,
+                        elr_plus=plus)
             self.figures[f"{label} {loss}"] = m
             self.write(f"| {label} | {loss.upper() if loss != 'elr+' else 'ELR+'} | {m['train_ips']:,.0f} | "
                        f"{m['eval_ips']:,.0f} | {m['step_ms']:.2f} |")
         ratio = self.figure("ResNet-34 elr")["step_ms"] / self.figure("ResNet-34 ce")["step_ms"]
         plus_ratio = self.figure("PreAct ResNet-18 x 2 elr+")["step_ms"] / self.figure("PreAct ResNet-18 elr")["step_ms"]
         self.figures.update(elr_over_ce_step=ratio, elr_plus_over_elr_step=plus_ratio)
-        self.write("", f"ELR / CE step time (ResNet-34): **{ratio:.3f}**; ELR+ / ELR step (PreAct ResNet-18): "
+        self.write("", f"ELR / CE step time (ResNet-34): **{ratio:.2f}**; ELR+ / ELR step (PreAct ResNet-18): "
                    f"{plus_ratio:.2f}.")
 
     def pipeline(self, arrays, train_data) -> None:
@@ -278,13 +282,16 @@ class Check:
         t2 = self.figure("PreAct ResNet-18 x 2 elr+")
         one = table1_minutes(t1["train_ips"], t1["eval_ips"])
         plus = table1_minutes(t2["train_ips"], t2["eval_ips"], epochs=TABLE2_EPOCHS)
-        self.figures.update(table1_run_minutes=one, table2_run_minutes=plus)
+        runs, epochs = sweep_epochs(REPO / "configs" / "sweeps" / "table1_cifar10.yaml")
+        sweep_hours = epochs * one / TABLE1_EPOCHS / 60
+        self.figures.update(table1_run_minutes=one, table2_run_minutes=plus, table1_sweep_hours=sweep_hours)
         self.write("", "## 3. Projected time of the paper's runs (bf16 + channels_last, no compile)", "",
                    "An epoch: 45,000 training images and 25,000 evaluated (10,000 test, the 5,000 of the validation split, "
                    "the 10,000 of the memorization monitor), at the rates of part 1.", "",
                    "| run | minutes |", "|---|---|",
                    f"| Table 1: ResNet-34, ELR, 150 epochs | {one:.1f} |",
-                   f"| Table 1, all 280 CIFAR-10 runs (7 methods x 8 noise settings x 5 seeds) | {280 * one / 60:.1f} hours |",
+                   f"| Table 1, the CIFAR-10 sweep (configs/sweeps/table1_cifar10.yaml): {runs} runs, {epochs:,} epochs "
+                   f"(asymmetric runs 120, Forward's CE stage 1 first), at this ELR epoch | {sweep_hours:.1f} hours |",
                    f"| Table 2: ELR+, two PreAct ResNet-18, 200 epochs | {plus:.1f} |")
 
     def cell(self, arrays, data_note: str) -> None:
@@ -293,19 +300,16 @@ class Check:
         evaluated = len(arrays["y_test"]) + val + min(10000, n_train - val)
         rate = self.figure("ResNet-34 elr")
         epoch_s = 1.15 * ((n_train - val) / rate["train_ips"] + evaluated / rate["eval_ips"]) + 1.0  # + a checkpoint
-        reserve = 0 if self.tiny else self.args.compile_reserve
-        if self.tiny:
-            epochs = 1
-        else:
-            fit = int((self.left() - reserve - 20) / (2 * epoch_s))
-            epochs = min(150, 10 * (fit // 10) if fit >= 10 else max(fit, 1))
+        epochs = 1 if self.tiny else cell_epochs(self.left() - self.args.compile_reserve - 20, epoch_s)
         self.write("", "## 4. A shortened Table 1 cell: CE against ELR, ResNet-34, 40% symmetric noise", "",
                    f"configs/cifar10/ce_sym40.yaml and elr_sym40.yaml (lr 0.02, cosine restarts every 10 epochs, ELR "
                    f"lambda 3 beta 0.7) for **{epochs} epochs** (the time left, estimated at {epoch_s:.1f} s an epoch), "
                    f"on {data_note.split(':')[0]}: {n_train - val:,} noisy training images, a {val:,}-image noisy "
                    f"validation split, {len(arrays['y_test']):,} clean test images. Test accuracy (%) at the last "
                    "epoch, at the epoch the noisy validation split selects, the best seen (selects on test), and the "
-                   "share of the wrongly-labelled training images predicted as their wrong label at the last epoch.",
+                   "share of the wrongly-labelled training images predicted as their wrong label at the last epoch."
+                   + (" Fewer than 10 epochs: the runs end inside their first cosine cycle, at a high learning rate; "
+                      "read them as early learning only." if epochs < 10 else ""),
                    "", "| method | epochs | last | selected | best | memorized (last) | s a run |", "|---|---|---|---|---|---|---|")
         with tempfile.TemporaryDirectory() as tmp:
             npz = Path(tmp) / "cell.npz"
@@ -332,37 +336,71 @@ class Check:
                    *(f"| {e} | " + " | ".join(f"{100 * c[e - 1]['test_acc']:.1f} / {_pct(c[e - 1].get('mem_wrong_memorized'))}"
                                               for c in curves.values()) + " |" for e in marks))
 
-    def compiled(self, n_train: int, n_eval: int) -> None:
+    def compiled(self) -> None:
         self.write("", "## 5. torch.compile on (bf16 + channels_last + compile, synthetic images, child process)", "")
         if self.tiny or self.device.type != "cuda":
             self.write("Not measured: tiny mode or no CUDA device.")
             return
-        self.write("| model | train images/s | eval images/s | vs no compile | Table 1 run, minutes |", "|---|---|---|---|---|")
-        for label, model in (("ResNet-34", self.big), ("PreAct ResNet-18", self.small)):
-            limit = self.left() - 10
-            if limit < 30:
-                self.write(f"| {label} | not measured: {max(limit, 0):.0f} s left |  |  |  |")
-                continue
-            command = [sys.executable, str(HERE / "gpu_throughput.py"), "--device", str(self.device), "--models", model,
-                       "--settings", "compile", "--train-size", str(min(n_train, 7000)), "--eval-size", str(n_eval),
-                       "--epochs", "1", "--json"]
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+        models = {self.big: "ResNet-34", self.small: "PreAct ResNet-18"}
+        limit = self.left() - 10
+        self.write(f"{COMPILE_TRAIN:,} training and {COMPILE_EVAL:,} evaluated images (whole batches: no recompiles for a "
+                   f"short last batch); both models in one child process, given the {max(limit, 0):.0f} s left.", "",
+                   "| model | train images/s | eval images/s | vs no compile | Table 1 run, minutes |", "|---|---|---|---|---|")
+        if limit < 30:
+            self.write(*(f"| {label} | not measured: {max(limit, 0):.0f} s left |  |  |  |" for label in models.values()))
+            return
+        command = [sys.executable, str(HERE / "gpu_throughput.py"), "--device", str(self.device), "--models", *models,
+                   "--settings", "compile", "--train-size", str(COMPILE_TRAIN), "--eval-size", str(COMPILE_EVAL),
+                   "--epochs", "1", "--json"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+        missing = ""
+        try:
+            output = subprocess.run(command, capture_output=True, text=True, timeout=limit, env=env, check=True).stdout
+        except subprocess.TimeoutExpired as err:  # what finished before the limit still counts
+            output = _text(err.stdout)
+            missing = f"not measured: compiling, a warm-up and a measured epoch went past the {limit:.0f} s left"
+        except subprocess.CalledProcessError as err:
+            output = _text(err.stdout)
+            last = (_text(err.stderr).strip().splitlines() or [f"exit status {err.returncode}"])[-1]
+            missing = f"failed: `{last}`"
+            self.failed.append(f"compile: {last}")
+        measured = {}
+        for line in output.splitlines():
             try:
-                done = subprocess.run(command, capture_output=True, text=True, timeout=limit, env=env, check=True)
-            except subprocess.TimeoutExpired:
-                self.write(f"| {label} | not measured: compiling, a warm-up and a measured epoch took over {limit:.0f} s |  |  |  |")
+                m = json.loads(line)
+            except ValueError:
                 continue
-            except subprocess.CalledProcessError as err:
-                last = ((err.stderr or "").strip().splitlines() or [f"exit status {err.returncode}"])[-1]
-                self.failed.append(f"compile {label}: {last}")
-                self.write(f"| {label} | failed: `{last}` |  |  |  |")
+            measured[m["model"]] = m
+        for model, label in models.items():
+            m = measured.get(model)
+            if m is None:
+                self.write(f"| {label} | {missing or 'not measured'} |  |  |  |")
                 continue
-            m = json.loads(done.stdout.strip().splitlines()[-1])
             base = self.figures.get(f"{label} elr", {}).get("train_ips")
-            self.figures[f"{label} compile"] = m
+            self.figures[f"{label} compile"] = {k: m[k] for k in ("train_ips", "eval_ips", "step_ms")}
             speedup = "-" if base is None else f"{m['train_ips'] / base:.2f}x"
             self.write(f"| {label} | {m['train_ips']:,.0f} | {m['eval_ips']:,.0f} | {speedup} | "
                        f"{table1_minutes(m['train_ips'], m['eval_ips']):.1f} |")
+
+
+def sweep_epochs(path: Path) -> tuple[int, int]:
+    """(runs, epochs) of a sweep file: a Forward run with an estimated T trains its CE stage 1 first (twice)."""
+    specs = Sweep.load(path, ["data.root=/unused"]).expand()
+    return len(specs), sum(s.config.optim.epochs * (2 if s.config.loss.params.get("transition") == "estimate" else 1)
+                           for s in specs)
+
+
+def _text(output: str | bytes | None) -> str:
+    """A child's captured output: bytes in a TimeoutExpired whatever ``text`` asked for."""
+    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
+
+
+def cell_epochs(seconds: float, epoch_seconds: float) -> int:
+    """Epochs of each of the cell's two runs in ``seconds``: a whole number of the presets' 10-epoch cosine
+    cycles when 10 or more fit (so a run ends at the cycle's low learning rate), at most Table 1's 150,
+    at least 1."""
+    fit = int(seconds / (2 * epoch_seconds))
+    return min(150, 10 * (fit // 10)) if fit >= 10 else max(fit, 1)
 
 
 def _pct(value: float | None) -> str:
@@ -384,8 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(SUBSET), help="the subset file (default: %(default)s)")
     parser.add_argument("--out", default="gpu_check.md", help="the Markdown file written (default: %(default)s)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--budget", type=float, default=270.0, help="seconds for the whole check (default: %(default)s)")
-    parser.add_argument("--compile-reserve", type=float, default=100.0,
+    parser.add_argument("--budget", type=float, default=280.0, help="seconds for the whole check (default: %(default)s)")
+    parser.add_argument("--compile-reserve", type=float, default=130.0,
                         help="seconds kept for part 5 when sizing the cell (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=None,
                         help="DataLoader workers of the per-image path (default: 8, tiny mode 2)")

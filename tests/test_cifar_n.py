@@ -374,3 +374,22 @@ def test_cpu_cifar10n_sweep_trains_and_reports_last_selected_and_best(cifar_like
             assert cell.values == [pytest.approx(100 * value)] and cell.seeds == [0]
         assert {c.method for c in report.accuracy} == {"CE", "ELR", "ELR+"}
         assert ("selects on the test set" in lines[0]) == (metric == "best")
+
+
+def test_cifar100n_elr_plus_preset_trains_on_a_synthetic_label_file(tmp_path):
+    """The CIFAR-100N preset (two networks, lam ramped up) on 100 classes: the file's noisy_label is trained on."""
+    rng = np.random.default_rng(4)
+    y_train = np.repeat(np.arange(100), 4)
+    rng.shuffle(y_train)
+    y_test = np.arange(100)
+    npz = tmp_path / "c100.npz"
+    np.savez(npz, x_train=rng.integers(0, 256, (400, 32, 32, 3), dtype=np.uint8), y_train=y_train,
+             x_test=rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8), y_test=y_test)
+    noisy = corrupt(y_train, 0.4, 100, rng)
+    torch.save({"clean_label": y_train, "noisy_label": noisy}, tmp_path / "CIFAR-100_human.pt")
+    cfg = shrunk("cifar_n/cifar100n_elr_plus.yaml", npz)
+    assert (cfg.method, cfg.loss.params, cfg.elr_plus.lam_ramp_steps) == ("elr_plus", {"lam": 7.0, "beta": 0.9}, 16000)
+    summary = train(cfg, tmp_path / "run")
+    np.testing.assert_array_equal(np.load(tmp_path / "run" / "noisy_labels.npy"), noisy)
+    assert summary["noise"] == {"type": "cifar100n", "rate": 0.0, "realised_rate": pytest.approx(0.40)}
+    assert summary["epochs"] == 2 and summary["selected"] is not None

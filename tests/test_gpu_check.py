@@ -44,6 +44,7 @@ def test_tiny_mode_writes_every_part_with_figures_that_agree(tmp_path):
     table1 = 150 * (45000 / elr["train_ips"] + 25000 / elr["eval_ips"]) / 60
     table2 = 200 * (45000 / plus["train_ips"] + 25000 / plus["eval_ips"]) / 60
     assert (figures["table1_run_minutes"], figures["table2_run_minutes"]) == pytest.approx((table1, table2))
+    assert figures["table1_sweep_hours"] == pytest.approx(43200 * table1 / 150 / 60)
     assert f"| Table 1: ResNet-34, ELR, 150 epochs | {table1:.1f} |" in text
     assert f"| Table 2: ELR+, two PreAct ResNet-18, 200 epochs | {table2:.1f} |" in text
     for label in ("CE", "ELR"):
@@ -80,6 +81,7 @@ def test_prepare_writes_a_stratified_subset_that_elr_reads(tmp_path):
         np.testing.assert_array_equal(d["y_train"], source["y_train"][rows])
         np.testing.assert_array_equal(d["x_test"], source["x_test"][test_rows])
         assert np.bincount(d["y_train"]).tolist() == [5] * 10 and np.bincount(d["y_test"]).tolist() == [2] * 10
+    assert str(tmp_path / "cifar10.npz") in gpu_check.load_images(out, tiny=False)[1]  # the note names the source
     raw = read_npz(out)
     assert raw.x_train.shape == (50, 32, 32, 3) and list(raw.class_names) == [f"c{i}" for i in range(10)]
     assert [p.name for p in out.parent.iterdir()] == ["subset.npz"]
@@ -138,3 +140,73 @@ def test_throughput_script_json_lines_are_what_part_5_reads():
     m = json.loads(lines[0])
     assert m["model"] == "resnet8" and m["setting"] == "bf16 + channels_last"
     assert m["train_ips"] * m["step_ms"] == pytest.approx(1000 * 32)  # 32 images in one step of 128
+
+
+def test_the_cell_runs_whole_cosine_cycles_within_the_time():
+    assert gpu_check.cell_epochs(100, 2.0) == 20  # 25 fit: two whole 10-epoch cycles
+    assert gpu_check.cell_epochs(39.9, 2.0) == 9  # under one cycle: as many as fit
+    assert gpu_check.cell_epochs(0, 2.0) == gpu_check.cell_epochs(-50, 2.0) == 1
+    assert gpu_check.cell_epochs(10**6, 1.0) == 150  # never past Table 1's 150
+
+
+def test_the_table1_sweep_counts_its_asymmetric_epochs_and_forwards_first_stage():
+    # 140 symmetric runs x 150 + 140 asymmetric x 120, plus Forward's CE stage 1: 20 x 150 + 20 x 120
+    assert gpu_check.sweep_epochs(gpu_check.REPO / "configs" / "sweeps" / "table1_cifar10.yaml") == (280, 43200)
+
+
+def compile_check(tmp_path, monkeypatch, outcome):
+    """Part 5 as on a CUDA machine, with the child process replaced by ``outcome(command, timeout)``."""
+    args = gpu_check.argparse.Namespace(tiny=False, device="cuda", budget=1000.0, compile_reserve=0.0, workers=0,
+                                        out=str(tmp_path / "check.md"), data="", argv=[])
+    check = gpu_check.Check(args)
+    check.figures["ResNet-34 elr"] = {"train_ips": 1000.0}
+    check.figures["PreAct ResNet-18 elr"] = {"train_ips": 2000.0}
+    seen = {}
+
+    def run(command, *, timeout, **kwargs):
+        seen.update(command=command, timeout=timeout)
+        return outcome(command, timeout)
+
+    monkeypatch.setattr(gpu_check.subprocess, "run", run)
+    check.compiled()
+    return check, (tmp_path / "check.md").read_text(), seen
+
+
+LINE = {"resnet34": '{"model": "resnet34", "setting": "s", "train_ips": 3000.0, "eval_ips": 9000.0, "step_ms": 1.0}',
+        "preact_resnet18": '{"model": "preact_resnet18", "setting": "s", "train_ips": 5000.0, "eval_ips": 20000.0, '
+                           '"step_ms": 2.0}'}
+
+
+def test_compile_part_reads_the_childs_json_lines(tmp_path, monkeypatch):
+    def finished(command, timeout):
+        return subprocess.CompletedProcess(command, 0, stdout="compiling...\n" + "\n".join(LINE.values()) + "\n", stderr="")
+
+    check, text, seen = compile_check(tmp_path, monkeypatch, finished)
+    command = seen["command"]
+    assert command[command.index("--models") + 1:command.index("--models") + 3] == ["resnet34", "preact_resnet18"]
+    assert command[command.index("--train-size") + 1] == "6912" and command[command.index("--eval-size") + 1] == "2048"
+    assert 970 < seen["timeout"] <= 990  # the budget left, less 10 s
+    minutes = 150 * (45000 / 3000 + 25000 / 9000) / 60
+    assert f"| ResNet-34 | 3,000 | 9,000 | 3.00x | {minutes:.1f} |" in text
+    assert "| PreAct ResNet-18 | 5,000 | 20,000 | 2.50x |" in text
+    assert check.figures["ResNet-34 compile"] == {"train_ips": 3000.0, "eval_ips": 9000.0, "step_ms": 1.0}
+    assert check.failed == []
+
+
+def test_compile_part_keeps_what_finished_before_the_timeout(tmp_path, monkeypatch):
+    def slow(command, timeout):
+        raise subprocess.TimeoutExpired(command, timeout, output=(LINE["resnet34"] + "\n").encode())
+
+    check, text, _ = compile_check(tmp_path, monkeypatch, slow)
+    assert "| ResNet-34 | 3,000 | 9,000 | 3.00x |" in text
+    assert "| PreAct ResNet-18 | not measured: compiling, a warm-up and a measured epoch went past the" in text
+    assert "PreAct ResNet-18 compile" not in check.figures and check.failed == []
+
+
+def test_compile_part_failing_is_written_down_and_counted(tmp_path, monkeypatch):
+    def broken(command, timeout):
+        raise subprocess.CalledProcessError(1, command, output="", stderr="Traceback ...\nRuntimeError: inductor broke\n")
+
+    check, text, _ = compile_check(tmp_path, monkeypatch, broken)
+    assert text.count("failed: `RuntimeError: inductor broke`") == 2
+    assert check.failed == ["compile: RuntimeError: inductor broke"]
