@@ -103,7 +103,8 @@ def load_images(path: Path, tiny: bool) -> tuple[dict[str, np.ndarray], str]:
             source = str(d["source"]) if "source" in d.files else "an unrecorded source"
         return arrays, (f"CIFAR-10 subset `{path.relative_to(REPO) if path.is_relative_to(REPO) else path}`: "
                         f"{len(arrays['y_train']):,} training and {len(arrays['y_test']):,} test images, class-stratified, "
-                        f"from `{source}` (../shared/data/cifar10.npz is a JPEG-compressed copy of CIFAR-10)")
+                        f"from `{source}`" + (" (a JPEG-compressed copy of CIFAR-10)"
+                                              if source.endswith("shared/data/cifar10.npz") else ""))
     n_train, n_test = (64, 32) if tiny else (14000, 2000)
     (x_train, y_train), (x_test, y_test) = synthetic_images(n_train, 0), synthetic_images(n_test, 1)
     why = "tiny mode" if tiny else f"{path} not found (run `--prepare` here and carry its folder)"
