@@ -95,8 +95,9 @@ def prepare(source: Path, out: Path, train_images: int, test_images: int, max_mi
     return {"path": str(out), "mib": mib, "train": len(picked["train"]), "test": len(picked["test"])}
 
 
-def load_images(path: Path, tiny: bool) -> tuple[dict[str, np.ndarray], str]:
-    """The subset's arrays, or synthetic images (with the note that says so)."""
+def load_images(path: Path, tiny: bool) -> tuple[dict[str, np.ndarray], str, Path | None]:
+    """The subset's arrays, or synthetic images (with the note that says so), and the file read (None when
+    synthetic)."""
     if not tiny and path.is_file():
         with np.load(path) as d:
             arrays = {k: d[k] for k in ("x_train", "y_train", "x_test", "y_test")}
@@ -104,12 +105,12 @@ def load_images(path: Path, tiny: bool) -> tuple[dict[str, np.ndarray], str]:
         return arrays, (f"CIFAR-10 subset `{path.relative_to(REPO) if path.is_relative_to(REPO) else path}`: "
                         f"{len(arrays['y_train']):,} training and {len(arrays['y_test']):,} test images, class-stratified, "
                         f"from `{source}`" + (" (a JPEG-compressed copy of CIFAR-10)"
-                                              if source.endswith("shared/data/cifar10.npz") else ""))
+                                              if source.endswith("shared/data/cifar10.npz") else "")), path
     n_train, n_test = (64, 32) if tiny else (14000, 2000)
     (x_train, y_train), (x_test, y_test) = synthetic_images(n_train, 0), synthetic_images(n_test, 1)
     why = "tiny mode" if tiny else f"{path} not found (run `--prepare` here and carry its folder)"
     return ({"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test},
-            f"**synthetic random images** ({why}): throughput figures hold, the cell's accuracies mean nothing")
+            f"**synthetic random images** ({why}): throughput figures hold, the cell's accuracies mean nothing", None)
 
 
 # ---- the authors' way of feeding a batch ------------------------------------------------------------------
@@ -199,14 +200,14 @@ class Check:
     def run(self) -> dict[str, Any]:
         """Every part in turn: a part that fails is written down with its error and the next one runs (the
         figures it needed are then missing from the later parts); in tiny mode (the tests) the error is raised."""
-        arrays, data_note = load_images(Path(self.args.data), self.tiny)
+        arrays, data_note, data_file = load_images(Path(self.args.data), self.tiny)
         self.header(data_note)
         # evaluation throughput over 10,000 images (the test images repeated), as a Table 1 epoch evaluates
         repeat = 1 if self.tiny else math.ceil(10000 / len(arrays["y_test"]))
         x_eval, y_eval = (np.concatenate([arrays[k]] * repeat)[:10000] for k in ("x_test", "y_test"))
         train_data = arrays_data(arrays["x_train"], arrays["y_train"], x_eval, y_eval, self.device)
         parts = [lambda: self.throughput(train_data), lambda: self.pipeline(arrays, train_data), self.projections,
-                 lambda: self.cell(arrays, data_note), self.compiled]
+                 lambda: self.cell(arrays, data_note, data_file), self.compiled]
         for part in parts:
             try:
                 part()
@@ -300,7 +301,7 @@ class Check:
                    f"(asymmetric runs 120, Forward's CE stage 1 first), at this ELR epoch | {sweep_hours:.1f} hours |",
                    f"| Table 2: ELR+, two PreAct ResNet-18, 200 epochs | {plus:.1f} |")
 
-    def cell(self, arrays, data_note: str) -> None:
+    def cell(self, arrays, data_note: str, data_file: Path | None) -> None:
         n_train = len(arrays["y_train"])
         val = round(0.1 * n_train)
         evaluated = len(arrays["y_test"]) + val + min(10000, n_train - val)
@@ -318,8 +319,10 @@ class Check:
                       "read them as early learning only." if epochs < 10 else ""),
                    "", "| method | epochs | last | selected | best | memorized (last) | s a run |", "|---|---|---|---|---|---|---|")
         with tempfile.TemporaryDirectory() as tmp:
-            npz = Path(tmp) / "cell.npz"
-            np.savez(npz, **arrays)
+            npz = data_file  # the subset file itself; synthetic images are written out for elr's reader
+            if npz is None:
+                npz = Path(tmp) / "cell.npz"
+                np.savez(npz, **arrays)
             curves = {}
             for label, preset in (("CE", "ce_sym40.yaml"), ("ELR", "elr_sym40.yaml")):
                 overrides = ["data.dataset=npz", f"data.root={npz}", f"optim.epochs={epochs}", *self.cell_overrides]

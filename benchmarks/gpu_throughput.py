@@ -75,18 +75,21 @@ def build_method(model_name: str, setting: str, train_data: TrainData, device: t
     (two networks when ``networks`` is 2) instead of one network."""
     fast, compiled = SETTINGS[setting]
     runtime = Runtime(device, torch.bfloat16 if fast else None, fast, compile=compiled)
-    optim = OptimConfig(lr=0.02, batch_size=batch, epochs=1000, schedule="cosine")
     n, k = len(train_data.train), train_data.num_classes
+    check = device.type != "cuda"  # value checks read back to the host every step: off on CUDA, as in a run
     torch.manual_seed(0)
     if elr_plus is not None:
         settings = dict(elr_plus)
         count = settings.pop("networks", 2)
         models = [create_model(model_name, k) for _ in range(count)]
-        losses = [ELRLoss(n, k, check_values=device.type != "cuda") for _ in range(count)]
-        return ELRPlus(models, losses, optim, runtime, **settings)
-    model = create_model(model_name, k)
-    criterion = ELRLoss(n, k, check_values=device.type != "cuda") if loss == "elr" else create_loss(loss, num_classes=k)
-    return Standard(model, criterion, optim, runtime)
+        losses = [ELRLoss(n, k, check_values=check) for _ in range(count)]
+        return ELRPlus(models, losses, _optim(batch), runtime, **settings)
+    criterion = ELRLoss(n, k, check_values=check) if loss == "elr" else create_loss(loss, num_classes=k)
+    return Standard(create_model(model_name, k), criterion, _optim(batch), runtime)
+
+
+def _optim(batch: int) -> OptimConfig:
+    return OptimConfig(lr=0.02, batch_size=batch, epochs=1000, schedule="cosine")
 
 
 def measure(model_name: str, setting: str, train_data: TrainData, device: torch.device, *, loss: str = "elr",
@@ -95,8 +98,7 @@ def measure(model_name: str, setting: str, train_data: TrainData, device: torch.
     """Training and evaluation images/s and the mean training step in ms: medians over ``epochs``
     epochs of :meth:`Engine.run_epoch` after one warm-up epoch (and compilation)."""
     method = build_method(model_name, setting, train_data, device, loss=loss, batch=batch, elr_plus=elr_plus)
-    optim = OptimConfig(lr=0.02, batch_size=batch, epochs=1000, schedule="cosine")
-    engine = Engine(method, train_data, optim=optim, monitor=MonitorConfig(memorization=False),
+    engine = Engine(method, train_data, optim=_optim(batch), monitor=MonitorConfig(memorization=False),
                     eval_batch_size=eval_batch, seed=0)
     engine.run_epoch()  # warm-up (and compilation)
     records = [engine.run_epoch() for _ in range(epochs)]

@@ -322,12 +322,14 @@ def test_cifar_n_presets_follow_the_benchmark_recipe_and_scale_the_elr_plus_ramp
         pytest.approx(40000 / (250 * authors_steps), rel=0.02)
 
 
+def tiny(npz):
+    """Overrides that make a preset tiny: the synthetic npz and its label file, a small ResNet-8, two epochs."""
+    return ["data.dataset=npz", f"data.root={npz}", "data.train_size=null", "model.name=resnet8",
+            "model.widths=[8, 8, 16]", "optim.epochs=2", "optim.batch_size=50", "monitor.subset=100", "device=cpu"]
+
+
 def shrunk(preset, npz, *extra):
-    """A preset made tiny: the synthetic npz and its CIFAR-10_human.pt, a small ResNet-8, two epochs."""
-    return Config.load(CONFIGS / preset, [
-        "data.dataset=npz", f"data.root={npz}", "data.train_size=null", "model.name=resnet8",
-        "model.widths=[8, 8, 16]", "optim.epochs=2", "optim.batch_size=50", "monitor.subset=100",
-        "device=cpu", *extra])
+    return Config.load(CONFIGS / preset, [*tiny(npz), *extra])
 
 
 @pytest.mark.parametrize("preset, label_set", [
@@ -355,9 +357,7 @@ def test_cpu_cifar10n_sweep_trains_and_reports_last_selected_and_best(cifar_like
 
     npz, _ = cifar_like
     out = tmp_path / "sweep"
-    overrides = ["data.dataset=npz", f"data.root={npz}", "data.train_size=null", "model.widths=[8, 8, 16]",
-                 "optim.epochs=2", "optim.batch_size=50", "monitor.subset=100", "device=cpu"]
-    assert main(["sweep", str(CONFIGS / "sweeps" / "cpu_cifar10n.yaml"), *overrides, "--out", str(out),
+    assert main(["sweep", str(CONFIGS / "sweeps" / "cpu_cifar10n.yaml"), *tiny(npz), "--out", str(out),
                  "--only", "*/seed-0"]) == 0
     summaries = {p.parent.relative_to(out).as_posix(): json.loads(p.read_text()) for p in out.rglob("summary.json")}
     assert len(summaries) == 15

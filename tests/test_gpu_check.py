@@ -100,7 +100,7 @@ def test_prepare_refuses_what_cannot_travel(tmp_path):
 
 
 def test_without_the_subset_it_trains_on_synthetic_images_and_says_so(tmp_path):
-    arrays, note = gpu_check.load_images(tmp_path / "absent.npz", tiny=False)
+    arrays, note, _ = gpu_check.load_images(tmp_path / "absent.npz", tiny=False)
     assert arrays["x_train"].shape == (14000, 32, 32, 3) and arrays["x_test"].shape == (2000, 32, 32, 3)
     assert "**synthetic random images**" in note and "absent.npz not found" in note and "--prepare" in note
 
