@@ -1,0 +1,148 @@
+"""Is a method's lead over the best other row larger than the seed spread? Per column of `elr report`'s tables.
+
+For every noise column of the finished runs under DIR (the `elr report` tables: test accuracy at the
+last and at the selected epoch, wrong labels memorized at the last epoch), METHOD is compared with the
+best other row (highest mean accuracy, lowest mean memorized; or each row named by --versus) on the
+seeds both have. The runs of one seed share the training subset, its noisy labels and the validation
+split, so the comparison is paired: the per-seed difference METHOD − other, its mean ± sample std,
+the seeds where METHOD is better, and the paired t statistic with its two-sided 5% critical value.
+
+The verdict "exceeds" needs both: METHOD is better (or worse) on every paired seed, and the mean
+difference is larger than either row's own seed standard deviation (the spread a reader sees in the
+table). Otherwise "within": the table cannot tell the two apart. With 3 seeds the paired t-test is
+weak (critical value 4.30); it is printed beside the verdict, not folded into it.
+
+    .venv/bin/python benchmarks/seed_spread.py benchmarks/cifar10_cpu/results --method ELR
+    .venv/bin/python benchmarks/seed_spread.py benchmarks/cifar10_cpu/results_elr_plus --method ELR+ \\
+        --versus ELR --versus "ELR+ with one network"
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from elr.report import Cell, build_report  # noqa: E402
+
+# two-sided 5% critical values of Student's t by degrees of freedom (a table: no scipy needed)
+T_CRITICAL = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+TABLES = (("test accuracy, last", "last", "accuracy", True),
+          ("test accuracy, selected", "selected", "accuracy", True),
+          ("wrong labels memorized, last", "last", "memorized", False))
+
+
+@dataclass
+class Comparison:
+    """METHOD against one other row in one column of one table (values in %)."""
+
+    table: str
+    column: str
+    method: Cell
+    other: Cell
+    differences: list[float]  # METHOD − other, per paired seed
+    higher_is_better: bool
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.differences)
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.differences) if len(self.differences) > 1 else None
+
+    @property
+    def method_better(self) -> int:
+        """Paired seeds on which METHOD is better (higher accuracy, lower memorized)."""
+        return sum((d > 0) if self.higher_is_better else (d < 0) for d in self.differences)
+
+    @property
+    def t(self) -> float | None:
+        if self.std is None:
+            return None
+        if self.std == 0:
+            return math.copysign(math.inf, self.mean) if self.mean else 0.0
+        return self.mean / (self.std / math.sqrt(len(self.differences)))
+
+    @property
+    def t_critical(self) -> float | None:
+        return T_CRITICAL.get(len(self.differences) - 1)
+
+    @property
+    def verdict(self) -> str:
+        n = len(self.differences)
+        if n < 2:
+            return "one seed: no spread"
+        spread = max(self.method.std or 0.0, self.other.std or 0.0)
+        same_sign = self.method_better in (0, n) and all(d != 0 for d in self.differences)
+        if same_sign and abs(self.mean) > spread:
+            return "exceeds: " + ("better" if self.method_better == n else "worse")
+        return "within"
+
+
+def paired(method: Cell, other: Cell) -> list[float]:
+    """METHOD − other on the seeds both cells have, in METHOD's seed order."""
+    theirs = dict(zip(other.seeds, other.values))
+    return [v - theirs[s] for s, v in zip(method.seeds, method.values) if s in theirs]
+
+
+def compare(dirs: list[str], method: str, versus: list[str] | None = None) -> list[Comparison]:
+    """Every comparison of ``method`` per table and column (see the module docstring)."""
+    out = []
+    reports = {metric: build_report(dirs, metric=metric) for metric in ("last", "selected")}
+    for title, metric, kind, higher in TABLES:
+        cells = getattr(reports[metric], kind)
+        by_column: dict[tuple, dict[str, Cell]] = {}
+        for cell in cells:
+            if cell.values:
+                by_column.setdefault((cell.dataset, cell.noise_type, cell.noise_rate), {})[cell.method] = cell
+        for rows in by_column.values():
+            mine = rows.get(method)
+            if mine is None:
+                continue
+            others = [rows[name] for name in versus if name in rows] if versus else []
+            if not versus:
+                rest = [c for name, c in rows.items() if name != method]
+                if rest:
+                    others = [max(rest, key=lambda c: c.mean) if higher else min(rest, key=lambda c: c.mean)]
+            for other in others:
+                out.append(Comparison(title, mine.column, mine, other, paired(mine, other), higher))
+    return out
+
+
+def markdown(comparisons: list[Comparison], method: str) -> str:
+    head = (f"| table | column | {method} | compared with | its value | {method} − it, per seed | "
+            f"mean ± std (seeds where {method} is better) | paired t (5%: ±critical) | verdict |")
+    lines = [head, "|---" * 9 + "|"]
+    for c in comparisons:
+        per_seed = ", ".join(f"{d:+.2f}" for d in c.differences)
+        std = f" ± {c.std:.2f}" if c.std is not None else ""
+        t = "" if c.t is None else f"{c.t:+.2f} (±{c.t_critical})"
+        lines.append(f"| {c.table} | {c.column} | {c.method.text()} | {c.other.method} | {c.other.text()} | "
+                     f"{per_seed} | {c.mean:+.2f}{std} ({c.method_better}/{len(c.differences)}) | {t} | "
+                     f"{c.verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dirs", nargs="+", help="folders of finished runs (as for `elr report`)")
+    parser.add_argument("--method", required=True, help="the row compared, as `elr report` labels it (e.g. ELR)")
+    parser.add_argument("--versus", action="append",
+                        help="a row to compare with (repeatable); default: the best other row of each column")
+    args = parser.parse_args(argv)
+    comparisons = compare(args.dirs, args.method, args.versus)
+    if not comparisons:
+        print(f"seed_spread: no column has the row {args.method!r} (and a row to compare with)", file=sys.stderr)
+        return 2
+    print(markdown(comparisons, args.method), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

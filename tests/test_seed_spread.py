@@ -1,0 +1,101 @@
+"""benchmarks/seed_spread.py: a method's per-seed (paired) difference from the best other row, against the
+seed spread, on hand-worked runs."""
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_report import fake_run
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def spread():
+    spec = importlib.util.spec_from_file_location("seed_spread", BENCHMARKS / "seed_spread.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["seed_spread"] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["seed_spread"]
+
+
+# accuracy and memorized fraction per seed 0, 1, 2
+RUNS = {
+    ("ELR", "symmetric"): ([0.50, 0.52, 0.54], [0.40, 0.50, 0.45]),
+    ("GCE", "symmetric"): ([0.49, 0.50, 0.51], [0.30, 0.31, 0.29]),
+    ("CE", "symmetric"): ([0.30, 0.35, 0.32], [0.99, 0.98, 0.97]),
+    ("ELR", "asymmetric"): ([0.60, 0.61, 0.62], [0.90, 0.91, 0.92]),
+    ("SCE", "asymmetric"): ([0.55, 0.57, 0.56], [0.95, 0.91, 0.93]),
+    ("CE", "asymmetric"): ([0.52, 0.53, None], [0.99, 1.00, None]),  # seed 2 not run
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for order, ((method, kind), (accs, mems)) in enumerate(RUNS.items()):
+        for seed, (acc, mem) in enumerate(zip(accs, mems)):
+            if acc is not None:
+                fake_run(root, f"{method}/{kind}/seed-{seed}", method=method, noise_type=kind, rate=0.4, seed=seed,
+                         acc=acc, mem=mem, order=order)
+    return root
+
+
+def find(comparisons, table, column):
+    (found,) = [c for c in comparisons if c.table == table and c.column == column]
+    return found
+
+
+def test_best_other_row_paired_by_seed_with_numpy_t(spread, runs):
+    comparisons = spread.compare([str(runs)], "ELR")
+    assert len(comparisons) == 6  # 3 tables x 2 columns
+    sym = find(comparisons, "test accuracy, last", "sym 40%")
+    assert sym.other.method == "GCE"  # mean 50 beats CE's 32.3
+    assert sym.differences == pytest.approx([1.0, 2.0, 3.0])
+    d = np.array([1.0, 2.0, 3.0])
+    assert sym.mean == pytest.approx(d.mean()) and sym.std == pytest.approx(d.std(ddof=1))
+    assert sym.t == pytest.approx(d.mean() / (d.std(ddof=1) / math.sqrt(3)))  # 3.46, below 4.30
+    assert sym.t_critical == 4.303 and sym.method_better == 3
+    # better on every seed, but the mean lead (2.00) is not larger than ELR's own seed std (2.00)
+    assert sym.method.std == pytest.approx(2.0) and sym.verdict == "within"
+
+    asym = find(comparisons, "test accuracy, last", "asym 40%")
+    assert asym.other.method == "SCE"  # mean 56 beats CE's 52.5
+    assert asym.differences == pytest.approx([5.0, 4.0, 6.0])
+    assert asym.verdict == "exceeds: better"  # 5.0 > max(1.0, 1.0), 3 of 3 seeds
+
+    # the selected epoch (fake runs: last - 1 point for every run) gives the same differences
+    assert find(comparisons, "test accuracy, selected", "asym 40%").differences == pytest.approx([5.0, 4.0, 6.0])
+
+
+def test_memorized_lower_is_better(spread, runs):
+    comparisons = spread.compare([str(runs)], "ELR")
+    sym = find(comparisons, "wrong labels memorized, last", "sym 40%")
+    assert sym.other.method == "GCE"  # lowest mean memorized (30%)
+    assert sym.differences == pytest.approx([10.0, 19.0, 16.0])
+    assert sym.method_better == 0 and sym.verdict == "exceeds: worse"  # 15 > max(5.0, 1.0)
+    asym = find(comparisons, "wrong labels memorized, last", "asym 40%")
+    assert asym.other.method == "SCE" and asym.differences == pytest.approx([-5.0, 0.0, -1.0])
+    assert asym.method_better == 2 and asym.verdict == "within"  # a tied seed is not "every seed"
+
+
+def test_versus_names_rows_and_pairs_only_shared_seeds(spread, runs):
+    comparisons = spread.compare([str(runs)], "ELR", versus=["CE", "no such row"])
+    asym = find(comparisons, "test accuracy, last", "asym 40%")
+    assert asym.other.method == "CE" and asym.differences == pytest.approx([8.0, 8.0])  # CE has seeds 0, 1
+    assert asym.std == pytest.approx(0.0) and asym.t == math.inf and asym.t_critical == 12.706
+    assert asym.verdict == "exceeds: better"
+
+
+def test_markdown_and_cli(spread, runs, capsys):
+    assert spread.main([str(runs), "--method", "ELR"]) == 0
+    out = capsys.readouterr().out
+    assert "| test accuracy, last | sym 40% | 52.00 ± 2.00 (3) | GCE | 50.00 ± 1.00 (3) | +1.00, +2.00, +3.00 | " \
+           "+2.00 ± 1.00 (3/3) | +3.46 (±4.303) | within |" in out
+    assert spread.main([str(runs), "--method", "ELR+"]) == 2
+    assert "no column has the row 'ELR+'" in capsys.readouterr().err
