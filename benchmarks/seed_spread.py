@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from elr.report import Cell, build_report  # noqa: E402
+from elr.report import Cell, _column_sort, build_report  # noqa: E402
 
 # two-sided 5% critical values of Student's t by degrees of freedom (a table: no scipy needed)
 T_CRITICAL = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -101,7 +101,8 @@ def compare(dirs: list[str], method: str, versus: list[str] | None = None) -> li
         for cell in cells:
             if cell.values:
                 by_column.setdefault((cell.dataset, cell.noise_type, cell.noise_rate), {})[cell.method] = cell
-        for rows in by_column.values():
+        for key in sorted(by_column, key=lambda key: (key[0], _column_sort(key[1:]))):  # the report's order
+            rows = by_column[key]
             mine = rows.get(method)
             if mine is None:
                 continue
