@@ -1,6 +1,8 @@
 """Is a method's lead over the best other row larger than the seed spread? Per column of `elr report`'s tables.
 
-For every noise column of the finished runs under DIR (the `elr report` tables: test accuracy at the
+First the runs as one table (a row per method; per noise column the test accuracy at the last and at
+the selected epoch and the wrong labels memorized at the last epoch, each mean ± std (n) over seeds).
+Then, for every noise column of the finished runs under DIR (the `elr report` tables: test accuracy at the
 last and at the selected epoch, wrong labels memorized at the last epoch), METHOD is compared with the
 best other row (highest mean accuracy, lowest mean memorized; or each row named by --versus) on the
 seeds both have. The runs of one seed share the training subset, its noisy labels and the validation
@@ -28,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from elr.report import Cell, _column_sort, build_report  # noqa: E402
+from elr.report import Cell, _column_sort, build_report, noise_column  # noqa: E402
 
 # two-sided 5% critical values of Student's t by degrees of freedom (a table: no scipy needed)
 T_CRITICAL = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -116,6 +118,27 @@ def compare(dirs: list[str], method: str, versus: list[str] | None = None) -> li
     return out
 
 
+def table(dirs: list[str]) -> str:
+    """The runs as one Markdown table: a row per method, for each noise column the test accuracy at the
+    last and at the selected epoch and the wrong labels memorized at the last epoch (each mean ± std (n))."""
+    last, selected = build_report(dirs, metric="last"), build_report(dirs, metric="selected")
+    cells = {(what, c.method, c.dataset, c.noise_type, c.noise_rate): c
+             for what, report_cells in (("last", last.accuracy), ("selected", selected.accuracy),
+                                        ("memorized", last.memorized)) for c in report_cells}
+    columns = sorted({key[2:] for key in cells}, key=lambda key: (key[0], _column_sort(key[1:])))
+    rows = sorted({key[1] for key in cells}, key=lambda m: last.row_order.get(m, (math.inf, m)))
+    head = ["method"]
+    for dataset, kind, rate in columns:
+        name = noise_column(kind, rate) + (f" ({dataset})" if len({c[0] for c in columns}) > 1 else "")
+        head += [f"{name}: test acc, last", "selected", "memorized, last"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for method in rows:
+        texts = [cells[(what, method, *column)].text() if (what, method, *column) in cells else ""
+                 for column in columns for what in ("last", "selected", "memorized")]
+        lines.append(f"| {method} | " + " | ".join(texts) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(comparisons: list[Comparison], method: str) -> str:
     head = (f"| table | column | {method} | compared with | its value | {method} − it, per seed | "
             f"mean ± std (seeds where {method} is better) | paired t (5%: ±critical) | verdict |")
@@ -141,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if not comparisons:
         print(f"seed_spread: no column has the row {args.method!r} (and a row to compare with)", file=sys.stderr)
         return 2
+    print(table(args.dirs))
     print(markdown(comparisons, args.method), end="")
     return 0
 

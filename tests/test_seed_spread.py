@@ -97,5 +97,11 @@ def test_markdown_and_cli(spread, runs, capsys):
     out = capsys.readouterr().out
     assert "| test accuracy, last | sym 40% | 52.00 ± 2.00 (3) | GCE | 50.00 ± 1.00 (3) | +1.00, +2.00, +3.00 | " \
            "+2.00 ± 1.00 (3/3) | +3.46 (±4.303) | within |" in out
+    # the table: a row per method, per column last / selected / memorized (mean ± sample std (n))
+    assert "| method | sym 40%: test acc, last | selected | memorized, last | asym 40%: test acc, last |" in out
+    assert "| ELR | 52.00 ± 2.00 (3) | 51.00 ± 2.00 (3) | 45.00 ± 5.00 (3) | 61.00 ± 1.00 (3) | 60.00 ± 1.00 (3) | " \
+           "91.00 ± 1.00 (3) |" in out
+    assert "| CE | 32.33 ± 2.52 (3) | " in out and "| 52.50 ± 0.71 (2) | 51.50 ± 0.71 (2) | 99.50 ± 0.71 (2) |" in out
+    assert "| SCE |  |  |  | 56.00 ± 1.00 (3) |" in out  # no symmetric runs
     assert spread.main([str(runs), "--method", "ELR+"]) == 2
     assert "no column has the row 'ELR+'" in capsys.readouterr().err
