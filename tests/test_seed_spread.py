@@ -29,6 +29,7 @@ RUNS = {
     ("ELR", "symmetric"): ([0.50, 0.52, 0.54], [0.40, 0.50, 0.45]),
     ("GCE", "symmetric"): ([0.49, 0.50, 0.51], [0.30, 0.31, 0.29]),
     ("CE", "symmetric"): ([0.30, 0.35, 0.32], [0.99, 0.98, 0.97]),
+    ("Forward", "symmetric"): ([0.49, 0.50, 0.50], [0.99, 0.99, 0.99]),
     ("ELR", "asymmetric"): ([0.60, 0.61, 0.62], [0.90, 0.91, 0.92]),
     ("SCE", "asymmetric"): ([0.55, 0.57, 0.56], [0.95, 0.91, 0.93]),
     ("CE", "asymmetric"): ([0.52, 0.53, None], [0.99, 1.00, None]),  # seed 2 not run
@@ -62,12 +63,13 @@ def test_best_other_row_paired_by_seed_with_numpy_t(spread, runs):
     assert sym.t == pytest.approx(d.mean() / (d.std(ddof=1) / math.sqrt(3)))  # 3.46, below 4.30
     assert sym.t_critical == 4.303 and sym.method_better == 3
     # better on every seed, but the mean lead (2.00) is not larger than ELR's own seed std (2.00)
-    assert sym.method.std == pytest.approx(2.0) and sym.verdict == "within"
+    assert sym.method.std == pytest.approx(2.0) and sym.verdict == "within the spread"
 
     asym = find(comparisons, "test accuracy, last", "asym 40%")
     assert asym.other.method == "SCE"  # mean 56 beats CE's 52.5
     assert asym.differences == pytest.approx([5.0, 4.0, 6.0])
-    assert asym.verdict == "exceeds: better"  # 5.0 > max(1.0, 1.0), 3 of 3 seeds
+    # 5.0 > max(1.0, 1.0, 1.0) on 3 of 3 seeds, and t = 8.66 > 4.303
+    assert asym.verdict == "better beyond the spread; t significant"
 
     # the selected epoch (fake runs: last - 1 point for every run) gives the same differences
     assert find(comparisons, "test accuracy, selected", "asym 40%").differences == pytest.approx([5.0, 4.0, 6.0])
@@ -78,10 +80,12 @@ def test_memorized_lower_is_better(spread, runs):
     sym = find(comparisons, "wrong labels memorized, last", "sym 40%")
     assert sym.other.method == "GCE"  # lowest mean memorized (30%)
     assert sym.differences == pytest.approx([10.0, 19.0, 16.0])
-    assert sym.method_better == 0 and sym.verdict == "exceeds: worse"  # 15 > max(5.0, 1.0)
+    d = np.array([10.0, 19.0, 16.0])  # 15 > max(5.0, 1.0, 4.58); t = 5.67 > 4.303
+    assert sym.std == pytest.approx(d.std(ddof=1)) and sym.t == pytest.approx(15 / (d.std(ddof=1) / math.sqrt(3)))
+    assert sym.method_better == 0 and sym.verdict == "worse beyond the spread; t significant"
     asym = find(comparisons, "wrong labels memorized, last", "asym 40%")
     assert asym.other.method == "SCE" and asym.differences == pytest.approx([-5.0, 0.0, -1.0])
-    assert asym.method_better == 2 and asym.verdict == "within"  # a tied seed is not "every seed"
+    assert asym.method_better == 2 and asym.verdict == "within the spread"  # a tied seed is not "every seed"
 
 
 def test_versus_names_rows_and_pairs_only_shared_seeds(spread, runs):
@@ -89,14 +93,24 @@ def test_versus_names_rows_and_pairs_only_shared_seeds(spread, runs):
     asym = find(comparisons, "test accuracy, last", "asym 40%")
     assert asym.other.method == "CE" and asym.differences == pytest.approx([8.0, 8.0])  # CE has seeds 0, 1
     assert asym.std == pytest.approx(0.0) and asym.t == math.inf and asym.t_critical == 12.706
-    assert asym.verdict == "exceeds: better"
+    assert asym.verdict == "better beyond the spread; t significant"
+
+
+def test_beyond_the_spread_without_a_significant_t(spread, runs):
+    (sym,) = [c for c in spread.compare([str(runs)], "ELR", versus=["Forward"])
+              if c.table == "test accuracy, last" and c.column == "sym 40%"]
+    d = np.array([1.0, 2.0, 4.0])
+    assert sym.differences == pytest.approx(d.tolist())
+    # mean 2.33 > max(ELR's 2.00, Forward's 0.58, the differences' 1.53); t = 2.65 < 4.303
+    assert sym.t == pytest.approx(d.mean() / (d.std(ddof=1) / math.sqrt(3)))
+    assert sym.verdict == "better beyond the spread"
 
 
 def test_markdown_and_cli(spread, runs, capsys):
     assert spread.main([str(runs), "--method", "ELR"]) == 0
     out = capsys.readouterr().out
     assert "| test accuracy, last | sym 40% | 52.00 ± 2.00 (3) | GCE | 50.00 ± 1.00 (3) | +1.00, +2.00, +3.00 | " \
-           "+2.00 ± 1.00 (3/3) | +3.46 (±4.303) | within |" in out
+           "+2.00 ± 1.00 (3/3) | +3.46 (±4.303) | within the spread |" in out
     # the table: a row per method, per column last / selected / memorized (mean ± sample std (n))
     assert "| method | sym 40%: test acc, last | selected | memorized, last | asym 40%: test acc, last |" in out
     assert "| ELR | 52.00 ± 2.00 (3) | 51.00 ± 2.00 (3) | 45.00 ± 5.00 (3) | 61.00 ± 1.00 (3) | 60.00 ± 1.00 (3) | " \
