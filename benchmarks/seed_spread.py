@@ -33,8 +33,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from elr.report import Cell, _column_sort, build_report, noise_column  # noqa: E402
 
-# two-sided 5% critical values of Student's t by degrees of freedom (a table: no scipy needed)
+# two-sided 5% critical values of Student's t by degrees of freedom; scipy (scikit-learn's dependency) for more
 T_CRITICAL = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def t_critical(df: int) -> float | None:
+    """Two-sided 5% critical value of Student's t with ``df`` degrees of freedom (None without scipy past 9)."""
+    if df in T_CRITICAL:
+        return T_CRITICAL[df]
+    try:
+        from scipy.stats import t
+    except ImportError:
+        return None
+    return round(float(t.ppf(0.975, df)), 3)
 TABLES = (("test accuracy, last", "last", "accuracy", True),
           ("test accuracy, selected", "selected", "accuracy", True),
           ("wrong labels memorized, last", "last", "memorized", False))
@@ -74,7 +85,7 @@ class Comparison:
 
     @property
     def t_critical(self) -> float | None:
-        return T_CRITICAL.get(len(self.differences) - 1)
+        return t_critical(len(self.differences) - 1)
 
     @property
     def verdict(self) -> str:
@@ -86,7 +97,8 @@ class Comparison:
         if not (same_sign and abs(self.mean) > spread):
             return "within the spread"
         verdict = ("better" if self.method_better == n else "worse") + " beyond the spread"
-        return verdict + ("; t significant" if abs(self.t) > self.t_critical else "")
+        critical = self.t_critical
+        return verdict + ("; t significant" if critical is not None and abs(self.t) > critical else "")
 
 
 def paired(method: Cell, other: Cell) -> list[float]:
@@ -96,7 +108,8 @@ def paired(method: Cell, other: Cell) -> list[float]:
 
 
 def compare(dirs: list[str], method: str, versus: list[str] | None = None) -> list[Comparison]:
-    """Every comparison of ``method`` per table and column (see the module docstring)."""
+    """Every comparison of ``method`` per table and column (see the module docstring); rows are compared
+    on the seeds both have, and a row sharing no seed with ``method`` in a column is not compared there."""
     out = []
     reports = {metric: build_report(dirs, metric=metric) for metric in ("last", "selected")}
     for title, metric, kind, higher in TABLES:
@@ -110,11 +123,13 @@ def compare(dirs: list[str], method: str, versus: list[str] | None = None) -> li
             mine = rows.get(method)
             if mine is None:
                 continue
-            others = [rows[name] for name in versus if name in rows] if versus else []
-            if not versus:
-                rest = [c for name, c in rows.items() if name != method]
-                if rest:
-                    others = [max(rest, key=lambda c: c.mean) if higher else min(rest, key=lambda c: c.mean)]
+            shared = [c for name, c in rows.items() if name != method and set(c.seeds) & set(mine.seeds)]
+            if versus:
+                others = [c for c in shared if c.method in versus]
+            elif shared:
+                others = [max(shared, key=lambda c: c.mean) if higher else min(shared, key=lambda c: c.mean)]
+            else:
+                others = []
             for other in others:
                 out.append(Comparison(title, mine.column, mine, other, paired(mine, other), higher))
     return out
@@ -148,7 +163,7 @@ def markdown(comparisons: list[Comparison], method: str) -> str:
     for c in comparisons:
         per_seed = ", ".join(f"{d:+.2f}" for d in c.differences)
         std = f" ± {c.std:.2f}" if c.std is not None else ""
-        t = "" if c.t is None else f"{c.t:+.2f} (±{c.t_critical})"
+        t = "" if c.t is None else f"{c.t:+.2f}" + ("" if c.t_critical is None else f" (±{c.t_critical})")
         lines.append(f"| {c.table} | {c.column} | {c.method.text()} | {c.other.method} | {c.other.text()} | "
                      f"{per_seed} | {c.mean:+.2f}{std} ({c.method_better}/{len(c.differences)}) | {t} | "
                      f"{c.verdict} |")
@@ -162,9 +177,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--versus", action="append",
                         help="a row to compare with (repeatable); default: the best other row of each column")
     args = parser.parse_args(argv)
+    try:
+        rows = set(build_report(args.dirs).row_order)
+    except (FileNotFoundError, ValueError) as err:  # no finished run, or an unreadable summary
+        print(f"seed_spread: {err}", file=sys.stderr)
+        return 2
+    for flag, name in [("--method", args.method)] + [("--versus", v) for v in args.versus or []]:
+        if name not in rows:
+            print(f"seed_spread: {flag} {name!r} is not a row of the runs (rows: {', '.join(sorted(rows))})",
+                  file=sys.stderr)
+            return 2
     comparisons = compare(args.dirs, args.method, args.versus)
     if not comparisons:
-        print(f"seed_spread: no column has the row {args.method!r} (and a row to compare with)", file=sys.stderr)
+        print(f"seed_spread: no column has {args.method!r} and a row to compare with on a shared seed",
+              file=sys.stderr)
         return 2
     print(table(args.dirs))
     print(markdown(comparisons, args.method), end="")

@@ -106,6 +106,14 @@ def test_beyond_the_spread_without_a_significant_t(spread, runs):
     assert sym.verdict == "better beyond the spread"
 
 
+def test_t_critical_values(spread):
+    assert spread.t_critical(2) == 4.303 and spread.t_critical(1) == 12.706
+    stats = pytest.importorskip("scipy.stats")
+    for df in (2, 5, 9):  # the table agrees with scipy
+        assert spread.t_critical(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-3)
+    assert spread.t_critical(30) == pytest.approx(2.042, abs=1e-3)
+
+
 def test_markdown_and_cli(spread, runs, capsys):
     assert spread.main([str(runs), "--method", "ELR"]) == 0
     out = capsys.readouterr().out
@@ -118,4 +126,10 @@ def test_markdown_and_cli(spread, runs, capsys):
     assert "| CE | 32.33 ± 2.52 (3) | " in out and "| 52.50 ± 0.71 (2) | 51.50 ± 0.71 (2) | 99.50 ± 0.71 (2) |" in out
     assert "| SCE |  |  |  | 56.00 ± 1.00 (3) |" in out  # no symmetric runs
     assert spread.main([str(runs), "--method", "ELR+"]) == 2
-    assert "no column has the row 'ELR+'" in capsys.readouterr().err
+    assert "--method 'ELR+' is not a row of the runs (rows: CE, ELR, Forward, GCE, SCE)" in capsys.readouterr().err
+    assert spread.main([str(runs), "--method", "ELR", "--versus", "GCE", "--versus", "gce"]) == 2
+    assert "--versus 'gce' is not a row" in capsys.readouterr().err
+    assert spread.main([str(runs / "CE" / "no such folder"), "--method", "ELR"]) == 2
+    assert "seed_spread: no such directory:" in capsys.readouterr().err
+    assert spread.main([str(runs / "CE" / "symmetric" / "seed-0" / ".."), "--method", "CE"]) == 2  # CE alone
+    assert "no column has 'CE' and a row to compare with" in capsys.readouterr().err
