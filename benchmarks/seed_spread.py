@@ -12,8 +12,10 @@ the seeds where METHOD is better, and the paired t statistic with its two-sided 
 The verdict "better (worse) beyond the spread" needs both: METHOD is better (worse) on every paired
 seed, and the mean difference is larger than the seed standard deviation of either row (the spread a
 reader sees in the table) and of the per-seed differences. Otherwise "within the spread": the runs
-cannot tell the two apart. "; t significant" is added when the paired t-test rejects equal means at
-5% (two-sided): a stricter test that 3 seeds pass only for large, steady differences (|t| > 4.30).
+cannot tell the two apart. The second condition alone is |t| > sqrt(n) for the paired t statistic
+(1.73 for 3 seeds, two-sided p about 0.2): "beyond the spread" says the difference is consistent, not
+that it is established. "; t significant" is added when the paired t-test rejects equal means at 5%
+(two-sided), which 3 seeds pass only for large, steady differences (|t| > 4.30).
 
     .venv/bin/python benchmarks/seed_spread.py benchmarks/cifar10_cpu/results --method ELR
     .venv/bin/python benchmarks/seed_spread.py benchmarks/cifar10_cpu/results_elr_plus --method ELR+ \\
@@ -31,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from elr.report import Cell, _column_sort, build_report, noise_column  # noqa: E402
+from elr.report import Cell, Report, _column_sort, build_report, noise_column  # noqa: E402
 
 # two-sided 5% critical values of Student's t by degrees of freedom; scipy (scikit-learn's dependency) for more
 T_CRITICAL = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -103,15 +105,26 @@ class Comparison:
 
 def paired(method: Cell, other: Cell) -> list[float]:
     """METHOD − other on the seeds both cells have, in METHOD's seed order."""
+    for cell in (method, other):
+        if None in cell.seeds or len(set(cell.seeds)) != len(cell.seeds):
+            raise ValueError(f"{cell.method} / {cell.column}: seeds {cell.seeds} are missing or repeated "
+                             "(runs of several sweeps or copies?): cannot pair runs by seed")
     theirs = dict(zip(other.seeds, other.values))
     return [v - theirs[s] for s, v in zip(method.seeds, method.values) if s in theirs]
 
 
-def compare(dirs: list[str], method: str, versus: list[str] | None = None) -> list[Comparison]:
-    """Every comparison of ``method`` per table and column (see the module docstring); rows are compared
-    on the seeds both have, and a row sharing no seed with ``method`` in a column is not compared there."""
+def load(dirs: list[str]) -> dict[str, Report]:
+    """The ``last`` and ``selected`` reports of the runs under ``dirs`` (read once: runs may finish meanwhile)."""
+    return {metric: build_report(dirs, metric=metric) for metric in ("last", "selected")}
+
+
+def compare(reports: dict[str, Report], method: str, versus: list[str] | None = None) -> list[Comparison]:
+    """Every comparison of ``method`` per table and column (see the module docstring).
+
+    Rows are compared on the seeds they share with ``method``; the best other row is the best mean over
+    those shared seeds, and rows tied for best are all compared. A row sharing no seed is not compared.
+    """
     out = []
-    reports = {metric: build_report(dirs, metric=metric) for metric in ("last", "selected")}
     for title, metric, kind, higher in TABLES:
         cells = getattr(reports[metric], kind)
         by_column: dict[tuple, dict[str, Cell]] = {}
@@ -123,22 +136,29 @@ def compare(dirs: list[str], method: str, versus: list[str] | None = None) -> li
             mine = rows.get(method)
             if mine is None:
                 continue
-            shared = [c for name, c in rows.items() if name != method and set(c.seeds) & set(mine.seeds)]
+            order = reports[metric].row_order
+            shared = sorted(((c, paired(mine, c)) for name, c in rows.items() if name != method),
+                            key=lambda pair: order.get(pair[0].method, (math.inf, pair[0].method)))
+            shared = [(c, d) for c, d in shared if d]
             if versus:
-                others = [c for c in shared if c.method in versus]
+                chosen = [(c, d) for c, d in shared if c.method in versus]
             elif shared:
-                others = [max(shared, key=lambda c: c.mean) if higher else min(shared, key=lambda c: c.mean)]
+                mine_seeds = set(mine.seeds)
+                score = {c.method: statistics.fmean(v for seed, v in zip(c.seeds, c.values) if seed in mine_seeds)
+                         for c, _ in shared}  # each row's mean over the seeds it shares with METHOD
+                best = max(score.values()) if higher else min(score.values())
+                chosen = [(c, d) for c, d in shared if score[c.method] == best]
             else:
-                others = []
-            for other in others:
-                out.append(Comparison(title, mine.column, mine, other, paired(mine, other), higher))
+                chosen = []
+            for other, differences in chosen:
+                out.append(Comparison(title, mine.column, mine, other, differences, higher))
     return out
 
 
-def table(dirs: list[str]) -> str:
+def table(reports: dict[str, Report]) -> str:
     """The runs as one Markdown table: a row per method, for each noise column the test accuracy at the
     last and at the selected epoch and the wrong labels memorized at the last epoch (each mean ± std (n))."""
-    last, selected = build_report(dirs, metric="last"), build_report(dirs, metric="selected")
+    last, selected = reports["last"], reports["selected"]
     cells = {(what, c.method, c.dataset, c.noise_type, c.noise_rate): c
              for what, report_cells in (("last", last.accuracy), ("selected", selected.accuracy),
                                         ("memorized", last.memorized)) for c in report_cells}
@@ -178,21 +198,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="a row to compare with (repeatable); default: the best other row of each column")
     args = parser.parse_args(argv)
     try:
-        rows = set(build_report(args.dirs).row_order)
+        reports = load(args.dirs)
     except (FileNotFoundError, ValueError) as err:  # no finished run, or an unreadable summary
         print(f"seed_spread: {err}", file=sys.stderr)
         return 2
+    rows = set(reports["last"].row_order)
     for flag, name in [("--method", args.method)] + [("--versus", v) for v in args.versus or []]:
         if name not in rows:
             print(f"seed_spread: {flag} {name!r} is not a row of the runs (rows: {', '.join(sorted(rows))})",
                   file=sys.stderr)
             return 2
-    comparisons = compare(args.dirs, args.method, args.versus)
+    try:
+        comparisons = compare(reports, args.method, args.versus)
+    except ValueError as err:  # seeds that cannot be paired
+        print(f"seed_spread: {err}", file=sys.stderr)
+        return 2
     if not comparisons:
         print(f"seed_spread: no column has {args.method!r} and a row to compare with on a shared seed",
               file=sys.stderr)
         return 2
-    print(table(args.dirs))
+    print(table(reports))
     print(markdown(comparisons, args.method), end="")
     return 0
 

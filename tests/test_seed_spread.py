@@ -53,7 +53,7 @@ def find(comparisons, table, column):
 
 
 def test_best_other_row_paired_by_seed_with_numpy_t(spread, runs):
-    comparisons = spread.compare([str(runs)], "ELR")
+    comparisons = spread.compare(spread.load([str(runs)]), "ELR")
     assert len(comparisons) == 6  # 3 tables x 2 columns
     sym = find(comparisons, "test accuracy, last", "sym 40%")
     assert sym.other.method == "GCE"  # mean 50 beats CE's 32.3
@@ -76,7 +76,7 @@ def test_best_other_row_paired_by_seed_with_numpy_t(spread, runs):
 
 
 def test_memorized_lower_is_better(spread, runs):
-    comparisons = spread.compare([str(runs)], "ELR")
+    comparisons = spread.compare(spread.load([str(runs)]), "ELR")
     sym = find(comparisons, "wrong labels memorized, last", "sym 40%")
     assert sym.other.method == "GCE"  # lowest mean memorized (30%)
     assert sym.differences == pytest.approx([10.0, 19.0, 16.0])
@@ -89,7 +89,7 @@ def test_memorized_lower_is_better(spread, runs):
 
 
 def test_versus_names_rows_and_pairs_only_shared_seeds(spread, runs):
-    comparisons = spread.compare([str(runs)], "ELR", versus=["CE", "no such row"])
+    comparisons = spread.compare(spread.load([str(runs)]), "ELR", versus=["CE", "no such row"])
     asym = find(comparisons, "test accuracy, last", "asym 40%")
     assert asym.other.method == "CE" and asym.differences == pytest.approx([8.0, 8.0])  # CE has seeds 0, 1
     assert asym.std == pytest.approx(0.0) and asym.t == math.inf and asym.t_critical == 12.706
@@ -97,7 +97,7 @@ def test_versus_names_rows_and_pairs_only_shared_seeds(spread, runs):
 
 
 def test_beyond_the_spread_without_a_significant_t(spread, runs):
-    (sym,) = [c for c in spread.compare([str(runs)], "ELR", versus=["Forward"])
+    (sym,) = [c for c in spread.compare(spread.load([str(runs)]), "ELR", versus=["Forward"])
               if c.table == "test accuracy, last" and c.column == "sym 40%"]
     d = np.array([1.0, 2.0, 4.0])
     assert sym.differences == pytest.approx(d.tolist())
@@ -112,6 +112,36 @@ def test_t_critical_values(spread):
     for df in (2, 5, 9):  # the table agrees with scipy
         assert spread.t_critical(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-3)
     assert spread.t_critical(30) == pytest.approx(2.042, abs=1e-3)
+
+
+def test_edge_cases_one_seed_ties_unshared_and_repeated_seeds(spread, tmp_path):
+    def run(name, method, seed, acc, kind="symmetric"):
+        fake_run(tmp_path, name, method=method, noise_type=kind, rate=0.4, seed=seed, acc=acc, mem=0.5,
+                 order={"ELR": 0, "A": 1, "B": 2, "C": 3}[method])
+
+    run("ELR/s0", "ELR", 0, 0.50)
+    run("ELR/s1", "ELR", 1, 0.60)
+    run("A/s0", "A", 0, 0.40)
+    run("A/s1", "A", 1, 0.50)  # A and B tie: both means 45 on seeds 0, 1
+    run("B/s0", "B", 0, 0.45)
+    run("B/s1", "B", 1, 0.45)
+    run("C/s7", "C", 7, 0.99)  # the best mean, but no seed shared with ELR: not compared
+    run("ELR/a0", "ELR", 0, 0.50, kind="asymmetric")  # one seed in this column
+    run("A/a0", "A", 0, 0.55, kind="asymmetric")
+    comparisons = [c for c in spread.compare(spread.load([str(tmp_path)]), "ELR") if c.table == "test accuracy, last"]
+    sym = [c for c in comparisons if c.column == "sym 40%"]
+    assert [c.other.method for c in sym] == ["A", "B"]  # both tied rows, in the sweep's order
+    assert sym[0].differences == pytest.approx([10.0, 10.0]) and sym[1].differences == pytest.approx([5.0, 15.0])
+    assert sym[0].verdict == "better beyond the spread; t significant"  # std 0 -> t infinite
+    # mean 10 > max(ELR's 7.07, B's 0, the differences' 7.07): t = 2.00 > sqrt(2) but < 12.706
+    assert sym[1].t == pytest.approx(2.0) and sym[1].verdict == "better beyond the spread"
+    (asym,) = [c for c in comparisons if c.column == "asym 40%"]
+    assert asym.differences == pytest.approx([-5.0]) and asym.t is None and asym.verdict == "one seed: no spread"
+    # a seed that appears twice cannot be paired: one line, exit 2
+    run("A/s1-copy", "A", 1, 0.52)
+    with pytest.raises(ValueError, match="seeds .* are missing or repeated"):
+        spread.compare(spread.load([str(tmp_path)]), "ELR")
+    assert spread.main([str(tmp_path), "--method", "ELR"]) == 2
 
 
 def test_markdown_and_cli(spread, runs, capsys):
