@@ -2,10 +2,9 @@
 
 First the runs as one table (a row per method; per noise column the test accuracy at the last and at
 the selected epoch and the wrong labels memorized at the last epoch, each mean ± std (n) over seeds).
-Then, for every noise column of the finished runs under DIR (the `elr report` tables: test accuracy at the
-last and at the selected epoch, wrong labels memorized at the last epoch), METHOD is compared with the
-best other row (highest mean accuracy, lowest mean memorized; or each row named by --versus) on the
-seeds both have. The runs of one seed share the training subset, its noisy labels and the validation
+Then, in each of those three measures and every noise column, METHOD is compared with the best other
+row (highest mean accuracy, lowest mean memorized; or each row named by --versus) on the seeds both
+have. The runs of one seed share the training subset, its noisy labels and the validation
 split, so the comparison is paired: the per-seed difference METHOD − other, its mean ± sample std,
 the seeds where METHOD is better, and the paired t statistic with its two-sided 5% critical value.
 
@@ -48,6 +47,8 @@ def t_critical(df: int) -> float | None:
     except ImportError:
         return None
     return round(float(t.ppf(0.975, df)), 3)
+
+
 TABLES = (("test accuracy, last", "last", "accuracy", True),
           ("test accuracy, selected", "selected", "accuracy", True),
           ("wrong labels memorized, last", "last", "memorized", False))
@@ -103,6 +104,15 @@ class Comparison:
         return verdict + ("; t significant" if critical is not None and abs(self.t) > critical else "")
 
 
+def column_of(cell: Cell) -> tuple[str, str, float]:
+    return cell.dataset, cell.noise_type, cell.noise_rate
+
+
+def column_order(column: tuple[str, str, float]) -> tuple:
+    """Sort key of a column: by data set, then as ``elr report`` orders its columns."""
+    return column[0], _column_sort(column[1:])
+
+
 def paired(method: Cell, other: Cell) -> list[float]:
     """METHOD − other on the seeds both cells have, in METHOD's seed order."""
     for cell in (method, other):
@@ -130,8 +140,8 @@ def compare(reports: dict[str, Report], method: str, versus: list[str] | None = 
         by_column: dict[tuple, dict[str, Cell]] = {}
         for cell in cells:
             if cell.values:
-                by_column.setdefault((cell.dataset, cell.noise_type, cell.noise_rate), {})[cell.method] = cell
-        for key in sorted(by_column, key=lambda key: (key[0], _column_sort(key[1:]))):  # the report's order
+                by_column.setdefault(column_of(cell), {})[cell.method] = cell
+        for key in sorted(by_column, key=column_order):
             rows = by_column[key]
             mine = rows.get(method)
             if mine is None:
@@ -159,10 +169,10 @@ def table(reports: dict[str, Report]) -> str:
     """The runs as one Markdown table: a row per method, for each noise column the test accuracy at the
     last and at the selected epoch and the wrong labels memorized at the last epoch (each mean ± std (n))."""
     last, selected = reports["last"], reports["selected"]
-    cells = {(what, c.method, c.dataset, c.noise_type, c.noise_rate): c
+    cells = {(what, c.method, *column_of(c)): c
              for what, report_cells in (("last", last.accuracy), ("selected", selected.accuracy),
                                         ("memorized", last.memorized)) for c in report_cells}
-    columns = sorted({key[2:] for key in cells}, key=lambda key: (key[0], _column_sort(key[1:])))
+    columns = sorted({key[2:] for key in cells}, key=column_order)
     rows = sorted({key[1] for key in cells}, key=lambda m: last.row_order.get(m, (math.inf, m)))
     head = ["method"]
     for dataset, kind, rate in columns:
