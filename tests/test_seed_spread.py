@@ -30,6 +30,7 @@ RUNS = {
     ("GCE", "symmetric"): ([0.49, 0.50, 0.51], [0.30, 0.31, 0.29]),
     ("CE", "symmetric"): ([0.30, 0.35, 0.32], [0.99, 0.98, 0.97]),
     ("Forward", "symmetric"): ([0.49, 0.50, 0.50], [0.99, 0.99, 0.99]),
+    ("Bootstrap", "symmetric"): ([0.30, 0.31, 0.32], [0.42, 0.52, 0.475]),
     ("ELR", "asymmetric"): ([0.60, 0.61, 0.62], [0.90, 0.91, 0.92]),
     ("SCE", "asymmetric"): ([0.55, 0.57, 0.56], [0.95, 0.91, 0.93]),
     ("CE", "asymmetric"): ([0.52, 0.53, None], [0.99, 1.00, None]),  # seed 2 not run
@@ -106,6 +107,16 @@ def test_beyond_the_spread_without_a_significant_t(spread, runs):
     assert sym.verdict == "better beyond the spread"
 
 
+def test_steady_difference_smaller_than_the_seed_spread(spread, runs):
+    (sym,) = [c for c in spread.compare(spread.load([str(runs)]), "ELR", versus=["Bootstrap"])
+              if c.table == "wrong labels memorized, last" and c.column == "sym 40%"]
+    d = np.array([-2.0, -2.0, -2.5])
+    assert sym.differences == pytest.approx(d.tolist()) and sym.method_better == 3
+    # |mean| 2.17 < ELR's seed std 5.00, but t = -13.0 is beyond -4.303
+    assert sym.t == pytest.approx(d.mean() / (d.std(ddof=1) / math.sqrt(3)))
+    assert sym.verdict == "within the spread; t significant"
+
+
 def test_t_critical_values(spread):
     assert spread.t_critical(2) == 4.303 and spread.t_critical(1) == 12.706
     stats = pytest.importorskip("scipy.stats")
@@ -156,7 +167,7 @@ def test_markdown_and_cli(spread, runs, capsys):
     assert "| CE | 32.33 ± 2.52 (3) | " in out and "| 52.50 ± 0.71 (2) | 51.50 ± 0.71 (2) | 99.50 ± 0.71 (2) |" in out
     assert "| SCE |  |  |  | 56.00 ± 1.00 (3) |" in out  # no symmetric runs
     assert spread.main([str(runs), "--method", "ELR+"]) == 2
-    assert "--method 'ELR+' is not a row of the runs (rows: CE, ELR, Forward, GCE, SCE)" in capsys.readouterr().err
+    assert "--method 'ELR+' is not a row of the runs (rows: Bootstrap, CE, ELR, Forward, GCE, SCE)" in capsys.readouterr().err
     assert spread.main([str(runs), "--method", "ELR", "--versus", "GCE", "--versus", "gce"]) == 2
     assert "--versus 'gce' is not a row" in capsys.readouterr().err
     assert spread.main([str(runs / "CE" / "no such folder"), "--method", "ELR"]) == 2
