@@ -103,6 +103,25 @@ def test_paper_sweep_files_expand():
     assert sce100.loss.params == {"alpha": 6.0, "beta": 0.1} and sce100.optim.milestones == [80, 120]
 
 
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_sweep_file_expands(path):
+    assert len(Sweep.load(path, ["data.root=/x"]).expand()) > 0
+
+
+def test_lam_beta_sweep_is_the_cpu_setting_but_for_lam_and_beta():
+    specs = {s.name: s.config for s in Sweep.load(CONFIGS / "cpu_elr_lam_beta.yaml").expand()}
+    assert len(specs) == 4 * 3 * 3
+    base = Config.load(CONFIGS.parent / "cpu" / "bench_base.yaml").to_dict()
+    for name, config in specs.items():
+        lam, beta, seed = (float(part.split("-", 1)[1]) for part in name.split("/"))
+        assert config.loss.params == {"lam": lam, "beta": beta}
+        got = config.to_dict()
+        base_data = dict(base["data"], root=got["data"]["root"])  # the sweep resolves root from its folder
+        assert ({**got, "loss": None, "seed": None, "data": None} == {**base, "loss": None, "seed": None, "data": None}
+                and got["data"] == base_data and got["seed"] == seed)
+    assert specs["lam-3.0/beta-0.7/seed-1"].loss.params == Config.load(CONFIGS.parent / "cpu" / "bench_base.yaml").loss.params
+
+
 def test_forward_true_transition_is_the_noise_model():
     config = Config.from_dict({"data": {"dataset": "cifar10", "root": "/x"}, "noise": {"type": "asymmetric", "rate": 0.3},
                                "loss": {"name": "forward", "transition": True}}).validate()
