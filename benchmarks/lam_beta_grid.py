@@ -9,7 +9,8 @@ differ only in loss.lam, loss.beta and the seed; anything else differing is an e
   the epoch selected by noisy validation, for one seed that has every cell (--seed; default the lowest);
   a box marks each panel's best cell.
 - table.md: per cell, mean ± sample std (n) over its seeds of the test and noisy-validation accuracy
-  (last, selected), the selected epoch, the best test accuracy seen and the wrong labels memorized;
+  (last, selected), the selected epoch, the best test accuracy seen, the wrong labels memorized and
+  the AUROC of the targets' ranking of the wrong labels (`elr detect`'s score) at the last epoch;
   then, per seed with every cell, what each choice rule picks and its test accuracy (regret against
   the cell the test set would pick); the rank agreement of noisy validation with test across cells; and
   how noisy-validation accuracy follows test accuracy over all epochs of all runs, against the noise
@@ -61,6 +62,7 @@ class Run:
     best_test: float
     best_epoch: int
     memorized_last: float | None
+    auroc_last: float | None  # how well the targets rank the wrong labels (runs from before detection: None)
     realised_rate: float | None
     curve: list[tuple[float, float]]  # (test, noisy val) per epoch
 
@@ -125,7 +127,7 @@ def collect(dirs: list[str | Path]) -> list[Run]:
             test_last=summary["last"]["test_acc"], val_last=summary["last"]["val_acc"],
             test_selected=selected["test_acc"], val_selected=selected["val_acc"], selected_epoch=selected["epoch"],
             best_test=best["test_acc"], best_epoch=best["epoch"],
-            memorized_last=summary["last"].get("mem_wrong_memorized"),
+            memorized_last=summary["last"].get("mem_wrong_memorized"), auroc_last=summary["last"].get("det_auroc"),
             realised_rate=(summary.get("noise") or {}).get("realised_rate"),
             curve=[(e["test_acc"], e["val_acc"]) for e in epochs]))
     return sorted(runs, key=lambda r: (r.lam, r.beta, r.seed))
@@ -151,18 +153,20 @@ def _pct(values: list[float]) -> str:
 def table_markdown(runs: list[Run]) -> str:
     lams, betas = axes(runs)
     lines = ["| lam | beta | test, last | noisy val, last | test, selected | noisy val, selected | selected epoch | "
-             "best test (epoch) | memorized, last |", "|---|---|---|---|---|---|---|---|---|"]
+             "best test (epoch) | memorized, last | wrong-label AUROC, last |", "|---|---|---|---|---|---|---|---|---|---|"]
     for lam, beta in itertools.product(lams, betas):
         rs = [r for r in runs if r.cell == (lam, beta)]
         if not rs:
             continue
         mark = "**" if (lam, beta) == DEFAULT else ""
         mem = [r.memorized_last for r in rs if r.memorized_last is not None]
+        auroc = [r.auroc_last for r in rs if r.auroc_last is not None]
         lines.append(
             f"| {mark}{lam:g}{mark} | {mark}{beta:g}{mark} | {_pct([r.test_last for r in rs])} | "
             f"{_pct([r.val_last for r in rs])} | {_pct([r.test_selected for r in rs])} | "
             f"{_pct([r.val_selected for r in rs])} | {', '.join(str(r.selected_epoch) for r in rs)} | "
-            f"{', '.join(f'{100 * r.best_test:.1f} ({r.best_epoch})' for r in rs)} | {_pct(mem) if mem else '–'} |")
+            f"{', '.join(f'{100 * r.best_test:.1f} ({r.best_epoch})' for r in rs)} | {_pct(mem) if mem else '–'} | "
+            f"{_pct(auroc) if auroc else '–'} |")
     return "\n".join(lines)
 
 

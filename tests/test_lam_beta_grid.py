@@ -26,7 +26,7 @@ def grid():
     del sys.modules["lam_beta_grid"]
 
 
-def fake_run(root, lam, beta, seed, curve, *, rate=0.4, loss="elr", realised=0.36):
+def fake_run(root, lam, beta, seed, curve, *, rate=0.4, loss="elr", realised=0.36, auroc=None):
     """A finished run of (test, noisy val) per epoch; selected = the first epoch of the best noisy val."""
     run_dir = root / f"lam-{lam}/beta-{beta}/seed-{seed}"
     params = {"name": "elr", "lam": lam, "beta": beta} if loss == "elr" else {"name": loss}
@@ -39,7 +39,8 @@ def fake_run(root, lam, beta, seed, curve, *, rate=0.4, loss="elr", realised=0.3
     sel = max(epochs, key=lambda e: e["val_acc"])
     summary = {"method": "standard", "loss": loss, "seed": seed, "epochs": len(epochs),
                "noise": {"type": "symmetric", "rate": rate, "realised_rate": realised},
-               "last": epochs[-1], "selected": {"by": "val_acc", **sel}}
+               "last": dict(epochs[-1], **({} if auroc is None else {"det_auroc": auroc})),
+               "selected": {"by": "val_acc", **sel}}
     (run_dir / rundir.SUMMARY).write_text(json.dumps(summary))
     return run_dir
 
@@ -54,8 +55,8 @@ CURVES = {(1.0, 0.7): [(0.50, 0.30), (0.45, 0.33)],
 @pytest.fixture
 def runs(tmp_path):
     for (lam, beta), curve in CURVES.items():
-        fake_run(tmp_path, lam, beta, 0, curve)
-    fake_run(tmp_path / "table", 3.0, 0.7, 1, [(0.50, 0.31), (0.54, 0.33)])  # a second folder: the default's seed 1
+        fake_run(tmp_path, lam, beta, 0, curve, auroc=0.8 + lam / 100)
+    fake_run(tmp_path / "table", 3.0, 0.7, 1, [(0.50, 0.31), (0.54, 0.33)])  # an older run: no AUROC  # a second folder: the default's seed 1
     return tmp_path
 
 
@@ -69,8 +70,8 @@ def test_cells_from_configs_and_the_table(grid, runs):
     table = grid.table_markdown(got)
     # the default cell: last 51 and 54 -> mean 52.5, sample std 2.12; selected epochs 1 (tie: the first) and 2
     assert "| **3** | **0.7** | 52.5 ± 2.1 (2) | 32.5 ± 0.7 (2) | 53.0 ± 1.4 (2) | 32.5 ± 0.7 (2) | 1, 2 | " \
-           "52.0 (1), 54.0 (2) | 20.0 ± 0.0 (2) |" in table
-    assert "| 1 | 0.9 | 47.0 (1) | 31.0 (1) | 48.0 (1) | 34.0 (1) | 1 | 48.0 (1) | 20.0 (1) |" in table
+           "52.0 (1), 54.0 (2) | 20.0 ± 0.0 (2) | 83.0 (1) |" in table
+    assert "| 1 | 0.9 | 47.0 (1) | 31.0 (1) | 48.0 (1) | 34.0 (1) | 1 | 48.0 (1) | 20.0 (1) | 81.0 (1) |" in table
 
 
 def test_choices_regret_and_rank_agreement(grid, runs):
