@@ -12,7 +12,8 @@ differ only in loss.lam, loss.beta and the seed; anything else differing is an e
   (last, selected), the selected epoch, the best test accuracy seen, the wrong labels memorized and
   the AUROC of the targets' ranking of the wrong labels (`elr detect`'s score) at the last epoch;
   then, per seed with every cell, what each choice rule picks and its test accuracy (regret against
-  the cell the test set would pick); the rank agreement of noisy validation with test across cells; and
+  the cell the test set would pick); the rank agreement of noisy validation with test across cells; the
+  pairs of cells of one seed it orders as the test set does, by how far apart they are on test; and
   how noisy-validation accuracy follows test accuracy over all epochs of all runs, against the noise
   model's slope.
 - grid.json: the per-run numbers the table is made of.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import statistics
 import sys
 from dataclasses import asdict, dataclass
@@ -205,11 +207,33 @@ def spearman(x: list[float], y: list[float]) -> float:
     return float(spearmanr(x, y).statistic)
 
 
+GAPS = (0.0, 1.0, 3.0)  # test-accuracy gaps (points) that bin the pairs of cells: < 1, 1-3, >= 3
+
+
+def concordance(runs: list[Run], when: str) -> list[dict]:
+    """Every pair of cells trained on one seed, binned by their test-accuracy gap (``GAPS``): how many
+    pairs the noisy validation split orders as the test set does (``when``: "last" or "selected" epoch).
+    A tie on the split counts as not ordered; pairs tied on test are left out."""
+    bins = [{"from": lo, "to": hi, "pairs": 0, "ordered": 0} for lo, hi in zip(GAPS, GAPS[1:] + (math.inf,))]
+    for seed in sorted({r.seed for r in runs}):
+        rs = [r for r in runs if r.seed == seed]
+        for a, b in itertools.combinations(rs, 2):
+            test = getattr(a, f"test_{when}") - getattr(b, f"test_{when}")
+            val = getattr(a, f"val_{when}") - getattr(b, f"val_{when}")
+            if test == 0:
+                continue
+            gap = round(100 * abs(test), 6)  # 0.47 - 0.45 is 1.99999... points: compare at the figures' precision
+            row = next(x for x in bins if x["from"] <= gap < x["to"])
+            row["pairs"] += 1
+            row["ordered"] += (test > 0) == (val > 0) and val != 0
+    return bins
+
+
 def agreement(runs: list[Run]) -> dict:
     """How far noisy validation tells the cells apart as the test set does.
 
     ``spearman``: per complete seed, the rank correlation across cells of noisy-validation and test
-    accuracy (last; selected). ``fit``: noisy val = a + b test over every epoch of every run (least
+    accuracy (last; selected). ``pairs``: :func:`concordance` at the last and the selected epoch. ``fit``: noisy val = a + b test over every epoch of every run (least
     squares), with the residual standard deviation, beside the noise model's slope 1 - r K / (K - 1).
     """
     ranks = {}
@@ -217,12 +241,13 @@ def agreement(runs: list[Run]) -> dict:
         rs = [r for r in runs if r.seed == seed]
         ranks[seed] = {"last": spearman([r.val_last for r in rs], [r.test_last for r in rs]),
                        "selected": spearman([r.val_selected for r in rs], [r.test_selected for r in rs])}
+    pairs = {what: concordance(runs, what) for what in ("last", "selected")}
     points = np.array([p for r in runs for p in r.curve])
     slope, intercept = np.polyfit(points[:, 0], points[:, 1], 1)
     residual = points[:, 1] - (intercept + slope * points[:, 0])
     rates = [r.realised_rate for r in runs if r.realised_rate is not None]
     rate = statistics.mean(rates) if rates else None
-    return {"spearman": ranks, "fit": {"slope": float(slope), "intercept": float(intercept),
+    return {"spearman": ranks, "pairs": pairs, "fit": {"slope": float(slope), "intercept": float(intercept),
                                        "residual_std": float(residual.std(ddof=2)), "points": len(points)},
             "realised_rate": rate, "model_slope": None if rate is None else 1 - rate * 10 / 9}
 
@@ -244,6 +269,11 @@ def report_markdown(runs: list[Run]) -> str:
     for seed, rho in agree["spearman"].items():
         parts += ["", f"Seed {seed}: rank correlation of noisy validation with test across the cells "
                       f"{rho['last']:.2f} at the last epoch, {rho['selected']:.2f} at the selected epoch."]
+    for when, bins in agree["pairs"].items():
+        words = [f"gap {b['from']:g}" + ("+" if math.isinf(b["to"]) else f"–{b['to']:g}") + f": {b['ordered']}/{b['pairs']}"
+                 for b in bins]
+        parts += ["", f"Pairs of cells on one seed that noisy validation orders as test does, by their test gap in "
+                      f"points ({when} epoch): {'; '.join(words)}."]
     fit = agree["fit"]
     line = (f"Over all {fit['points']} epochs: noisy val = {100 * fit['intercept']:.1f} + {fit['slope']:.2f} x test "
             f"(%), residual std {100 * fit['residual_std']:.1f} points")
@@ -266,7 +296,7 @@ def heatmaps(runs: list[Run], path: str | Path, seed: int) -> None:
     cells = {r.cell: r for r in runs if r.seed == seed}
     panels = (("test_last", "clean test, last epoch"), ("val_last", "noisy validation, last epoch"),
               ("test_selected", "clean test, selected epoch"), ("val_selected", "noisy validation, selected epoch"))
-    fig, grid = plt.subplots(2, 2, figsize=(8.2, 6.4), constrained_layout=True)
+    fig, grid = plt.subplots(2, 2, figsize=(6.0, 6.6), constrained_layout=True)
     for ax, (what, title) in zip(grid.flat, panels):
         values = np.array([[100 * getattr(cells[(lam, beta)], what) for beta in betas] for lam in lams])
         low, high = values.min(), values.max()
@@ -282,7 +312,7 @@ def heatmaps(runs: list[Run], path: str | Path, seed: int) -> None:
         ax.set_xlabel("beta")
         ax.set_ylabel("lam")
         ax.set_title(title, fontsize=9)
-    fig.suptitle(f"ELR accuracy (%), seed {seed}; red box: each panel's best cell; one colour scale a panel", fontsize=10)
+    fig.suptitle(f"ELR accuracy (%), seed {seed}; red box: each panel's best cell", fontsize=10)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 

@@ -88,6 +88,12 @@ def test_choices_regret_and_rank_agreement(grid, runs):
     assert picks["test set (oracle), selected epoch"]["test"] == 0.52
     # ranks last: val (3, 1, 2, 4), test (1, 2, 4, 3): sum d^2 = 10, rho = 1 - 6*10/(4*15) = 0
     # selected: val (2, 3, 1, 4), test (1, 2, 4, 3): sum d^2 = 12, rho = 1 - 72/60 = -0.2
+    # pairs, last: AB 2 pts (val says the other way), AC 6 (other way), AD 4, BC 4, BD 2 (agree), CD 2 (other way)
+    # selected: AB 3 (0.48 - 0.45 is 2.99999...: 3 at the figures' precision; agree), AC 7, BC 4, CD 3 (other way),
+    # AD 4 (agree), BD 1 (agree); seed 1 has one cell, so no pair
+    pairs = grid.agreement(got)["pairs"]
+    assert [(b["ordered"], b["pairs"]) for b in pairs["last"]] == [(0, 0), (1, 3), (2, 3)]
+    assert [(b["ordered"], b["pairs"]) for b in pairs["selected"]] == [(0, 0), (1, 1), (2, 5)]
     rho = grid.agreement(got)["spearman"][0]
     assert rho["last"] == pytest.approx(0.0, abs=1e-12) and rho["selected"] == pytest.approx(-0.2)
 
@@ -131,6 +137,7 @@ def test_cli_writes_the_figure_table_and_record(grid, runs, tmp_path, capsys):
     assert "| 0 | noisy validation, last epoch | 3 | 0.9 | 49.0 | 2.0 | 45.0 |" in printed
     assert "Seed 0: rank correlation of noisy validation with test across the cells 0.00 at the last epoch, " \
            "-0.20 at the selected epoch." in printed
+    assert "(last epoch): gap 0–1: 0/0; gap 1–3: 1/3; gap 3+: 2/3." in printed
     assert (out / "table.md").read_text() == printed
     assert (out / "heatmaps.png").read_bytes()[:4] == b"\x89PNG"
     record = json.loads((out / "grid.json").read_text())
