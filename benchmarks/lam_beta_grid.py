@@ -25,7 +25,8 @@ slope 1 - r K / (K - 1) (0.60 at r = 0.36, K = 10). A slope below 1 shrinks real
 split's sampling noise (about sqrt(v (1 - v) / n) for n examples) stays, which is what makes a noisy
 split a coarse guide.
 
-    .venv/bin/python benchmarks/lam_beta_grid.py runs/cpu_lam_beta --out benchmarks/cifar10_cpu/lam_beta
+    .venv/bin/python benchmarks/lam_beta_grid.py benchmarks/cifar10_cpu/results_lam_beta \\
+        benchmarks/cifar10_cpu/results/ELR/symmetric-0.4/seed-[12] --out benchmarks/cifar10_cpu/lam_beta
 """
 
 from __future__ import annotations
@@ -229,12 +230,13 @@ def concordance(runs: list[Run], when: str) -> list[dict]:
     return bins
 
 
-def agreement(runs: list[Run]) -> dict:
+def agreement(runs: list[Run], classes: int = 10) -> dict:
     """How far noisy validation tells the cells apart as the test set does.
 
     ``spearman``: per complete seed, the rank correlation across cells of noisy-validation and test
     accuracy (last; selected). ``pairs``: :func:`concordance` at the last and the selected epoch. ``fit``: noisy val = a + b test over every epoch of every run (least
-    squares), with the residual standard deviation, beside the noise model's slope 1 - r K / (K - 1).
+    squares), with the residual standard deviation, beside the noise model's slope 1 - r K / (K - 1) for
+    K = ``classes``.
     """
     ranks = {}
     for seed in complete_seeds(runs):
@@ -249,10 +251,10 @@ def agreement(runs: list[Run]) -> dict:
     rate = statistics.mean(rates) if rates else None
     return {"spearman": ranks, "pairs": pairs, "fit": {"slope": float(slope), "intercept": float(intercept),
                                        "residual_std": float(residual.std(ddof=2)), "points": len(points)},
-            "realised_rate": rate, "model_slope": None if rate is None else 1 - rate * 10 / 9}
+            "realised_rate": rate, "model_slope": None if rate is None else 1 - rate * classes / (classes - 1)}
 
 
-def report_markdown(runs: list[Run]) -> str:
+def report_markdown(runs: list[Run], classes: int = 10) -> str:
     lams, betas = axes(runs)
     seeds = sorted({r.seed for r in runs})
     parts = [f"{len(runs)} runs: lam {', '.join(f'{x:g}' for x in lams)} x beta {', '.join(f'{x:g}' for x in betas)}, "
@@ -265,7 +267,7 @@ def report_markdown(runs: list[Run]) -> str:
                   "|---|---|---|---|---|---|---|"]
         parts += [f"| {p['seed']} | {p['rule']} | {p['lam']:g} | {p['beta']:g} | {100 * p['test']:.1f} | "
                   f"{100 * p['regret']:.1f} | {100 * p['grid_worst']:.1f} |" for p in picks]
-    agree = agreement(runs)
+    agree = agreement(runs, classes)
     for seed, rho in agree["spearman"].items():
         parts += ["", f"Seed {seed}: rank correlation of noisy validation with test across the cells "
                       f"{rho['last']:.2f} at the last epoch, {rho['selected']:.2f} at the selected epoch."]
@@ -321,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="+", help="folders holding the finished runs (searched recursively)")
     parser.add_argument("--out", help="folder for heatmaps.png, table.md and grid.json (default: print the table only)")
+    parser.add_argument("--classes", type=int, default=10, help="number of classes, for the noise model's slope (default 10)")
     parser.add_argument("--seed", type=int, help="the seed of the heat maps (default: the lowest seed with every cell)")
     args = parser.parse_args(argv)
     try:
@@ -328,7 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    text = report_markdown(runs)
+    if args.classes < 2:
+        print(f"error: --classes must be at least 2, got {args.classes}", file=sys.stderr)
+        return 2
+    text = report_markdown(runs, args.classes)
     print(text, end="")
     if args.out:
         out = Path(args.out)
@@ -342,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             heatmaps(runs, out / "heatmaps.png", seed)
         (out / "table.md").write_text(text)
         record = {"runs": [{k: v for k, v in asdict(r).items() if k != "curve"} for r in runs],
-                  "choices": choices(runs), "agreement": agreement(runs)}
+                  "choices": choices(runs), "agreement": agreement(runs, args.classes)}
         (out / "grid.json").write_text(json.dumps(record, indent=1) + "\n")
     return 0
 

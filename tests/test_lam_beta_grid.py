@@ -108,6 +108,7 @@ def test_fit_recovers_the_noise_model_line(grid, tmp_path):
     assert fit["points"] == 10 and fit["slope"] == pytest.approx(0.6) and fit["intercept"] == pytest.approx(0.04)
     assert fit["residual_std"] == pytest.approx(0.0, abs=1e-9)
     assert agree["model_slope"] == pytest.approx(1 - 0.36 * 10 / 9)  # 0.6
+    assert grid.agreement(grid.collect([tmp_path]), classes=100)["model_slope"] == pytest.approx(1 - 0.36 * 100 / 99)
     # noisy val rises with test on every epoch, so it ranks the two cells as the test set does
     assert agree["spearman"][0]["last"] == pytest.approx(1.0) and agree["spearman"][0]["selected"] == pytest.approx(1.0)
 
@@ -144,5 +145,7 @@ def test_cli_writes_the_figure_table_and_record(grid, runs, tmp_path, capsys):
     assert len(record["runs"]) == 5 and "curve" not in record["runs"][0] and len(record["choices"]) == 6
     assert grid.main([str(runs), "--out", str(out), "--seed", "1"]) == 2
     assert "--seed 1 does not have every cell; seeds that do: [0]" in capsys.readouterr().err
+    assert grid.main([str(runs), "--classes", "1"]) == 2
+    assert "--classes must be at least 2, got 1" in capsys.readouterr().err
     assert grid.main([str(tmp_path / "missing")]) == 2
     assert "error: no such directory" in capsys.readouterr().err
