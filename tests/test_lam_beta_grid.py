@@ -1,29 +1,22 @@
 """benchmarks/lam_beta_grid.py: cells read from the runs' configs, the choice rules, rank agreement and the fit,
 on hand-worked fake runs."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchmark_script import benchmark_script
 from elr import rundir
 from elr.config import Config
 
 pytest.importorskip("scipy")
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def grid():
-    spec = importlib.util.spec_from_file_location("lam_beta_grid", BENCHMARKS / "lam_beta_grid.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lam_beta_grid"] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["lam_beta_grid"]
+    with benchmark_script("lam_beta_grid") as module:
+        yield module
 
 
 def fake_run(root, lam, beta, seed, curve, *, rate=0.4, loss="elr", realised=0.36, auroc=None):

@@ -1,27 +1,19 @@
 """benchmarks/seed_spread.py: a method's per-seed (paired) difference from the best other row, against the
 seed spread, on hand-worked runs."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchmark_script import benchmark_script
 from test_report import fake_run
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def spread():
-    spec = importlib.util.spec_from_file_location("seed_spread", BENCHMARKS / "seed_spread.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["seed_spread"] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["seed_spread"]
+    with benchmark_script("seed_spread") as module:
+        yield module
 
 
 # accuracy and memorized fraction per seed 0, 1, 2
