@@ -94,17 +94,18 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def collect(dirs: list[str | Path]) -> list[Run]:
     """Every finished run under ``dirs`` as a :class:`Run`; ValueError for runs that do not make one grid."""
-    paths: list[Path] = []
+    paths: dict[Path, Path] = {}  # resolved -> as found: a folder given twice, or inside another, counts once
     for d in map(Path, dirs):
         if not d.is_dir():
             raise FileNotFoundError(f"no such directory: {d}")
-        paths += [p.parent for p in rundir.find_summaries(d)]
+        for p in rundir.find_summaries(d):
+            paths.setdefault(p.parent.resolve(), p.parent)
     if not paths:
         raise FileNotFoundError(f"no finished run ({rundir.SUMMARY}) under " + ", ".join(map(str, dirs)))
     runs: list[Run] = []
     reference: tuple[Path, dict] | None = None
     seen: dict[tuple, Path] = {}
-    for path in paths:
+    for path in paths.values():
         config = rundir.read_config(path).to_dict()
         if config["loss"]["name"] != "elr" or config.get("method", "standard") != "standard":
             raise ValueError(f"{path}: not an ELR run (method {config.get('method')!r}, loss {config['loss']['name']!r})")
@@ -124,6 +125,8 @@ def collect(dirs: list[str | Path]) -> list[Run]:
         if not selected:
             raise ValueError(f"{path}: no epoch selected by noisy validation (data.val_fraction=0?)")
         epochs = rundir.read_metrics(path)
+        if not epochs:
+            raise ValueError(f"{path}: no per-epoch figures ({rundir.METRICS} is missing or empty)")
         best = max(epochs, key=lambda e: e["test_acc"])  # the first of equal values
         runs.append(Run(
             lam=key[0], beta=key[1], seed=key[2], path=str(path),

@@ -115,6 +115,10 @@ def test_runs_that_are_not_one_grid(grid, runs, tmp_path_factory):
     fake_run(twice, 1.0, 0.7, 0, [(0.5, 0.3)])
     with pytest.raises(ValueError, match="lam 1, beta 0.7, seed 0 twice"):
         grid.collect([runs, twice])
+    assert len(grid.collect([runs, runs / "table"])) == 5  # a folder inside another: its run counts once
+    (twice / f"lam-1.0/beta-0.7/seed-0/{rundir.METRICS}").unlink()
+    with pytest.raises(ValueError, match="no per-epoch figures"):
+        grid.collect([twice])
     ce = tmp_path_factory.mktemp("ce")
     fake_run(ce, 1.0, 0.7, 0, [(0.5, 0.3)], loss="ce")
     with pytest.raises(ValueError, match="not an ELR run"):
