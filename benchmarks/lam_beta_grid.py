@@ -204,10 +204,12 @@ def choices(runs: list[Run]) -> list[dict]:
     return out
 
 
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties)."""
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None when either side is constant (undefined)."""
     from scipy.stats import spearmanr
 
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return None
     return float(spearmanr(x, y).statistic)
 
 
@@ -237,24 +239,30 @@ def agreement(runs: list[Run], classes: int = 10) -> dict:
     """How far noisy validation tells the cells apart as the test set does.
 
     ``spearman``: per complete seed, the rank correlation across cells of noisy-validation and test
-    accuracy (last; selected). ``pairs``: :func:`concordance` at the last and the selected epoch. ``fit``: noisy val = a + b test over every epoch of every run (least
-    squares), with the residual standard deviation, beside the noise model's slope 1 - r K / (K - 1) for
-    K = ``classes``.
+    accuracy (last; selected), for grids of 2 cells or more. ``pairs``: :func:`concordance` at the last
+    and the selected epoch. ``fit``: noisy val = a + b test over every epoch of every run (least squares),
+    with the residual standard deviation (None under 3 epochs), beside the noise model's slope
+    1 - r K / (K - 1) for K = ``classes``, r the runs' mean realised rate (of the whole noisy subset: the
+    validation split's own rate differs by its sampling noise).
     """
     ranks = {}
     for seed in complete_seeds(runs):
         rs = [r for r in runs if r.seed == seed]
+        if len(rs) < 2:
+            continue
         ranks[seed] = {"last": spearman([r.val_last for r in rs], [r.test_last for r in rs]),
                        "selected": spearman([r.val_selected for r in rs], [r.test_selected for r in rs])}
     pairs = {what: concordance(runs, what) for what in ("last", "selected")}
     points = np.array([p for r in runs for p in r.curve])
-    slope, intercept = np.polyfit(points[:, 0], points[:, 1], 1)
-    residual = points[:, 1] - (intercept + slope * points[:, 0])
+    fit = None
+    if len(points) >= 3:
+        slope, intercept = np.polyfit(points[:, 0], points[:, 1], 1)
+        residual = points[:, 1] - (intercept + slope * points[:, 0])
+        fit = {"slope": float(slope), "intercept": float(intercept), "residual_std": float(residual.std(ddof=2)),
+               "points": len(points)}
     rates = [r.realised_rate for r in runs if r.realised_rate is not None]
     rate = statistics.mean(rates) if rates else None
-    return {"spearman": ranks, "pairs": pairs, "fit": {"slope": float(slope), "intercept": float(intercept),
-                                       "residual_std": float(residual.std(ddof=2)), "points": len(points)},
-            "realised_rate": rate, "model_slope": None if rate is None else 1 - rate * classes / (classes - 1)}
+    return {"spearman": ranks, "pairs": pairs, "fit": fit, "realised_rate": rate, "model_slope": None if rate is None else 1 - rate * classes / (classes - 1)}
 
 
 def report_markdown(runs: list[Run], classes: int = 10) -> str:
@@ -272,20 +280,22 @@ def report_markdown(runs: list[Run], classes: int = 10) -> str:
                   f"{100 * p['regret']:.1f} | {100 * p['grid_worst']:.1f} |" for p in picks]
     agree = agreement(runs, classes)
     for seed, rho in agree["spearman"].items():
+        shown = {k: "undefined (constant)" if v is None else f"{v:.2f}" for k, v in rho.items()}
         parts += ["", f"Seed {seed}: rank correlation of noisy validation with test across the cells "
-                      f"{rho['last']:.2f} at the last epoch, {rho['selected']:.2f} at the selected epoch."]
+                      f"{shown['last']} at the last epoch, {shown['selected']} at the selected epoch."]
     for when, bins in agree["pairs"].items():
         words = [f"gap {b['from']:g}" + ("+" if math.isinf(b["to"]) else f"–{b['to']:g}") + f": {b['ordered']}/{b['pairs']}"
                  for b in bins]
         parts += ["", f"Pairs of cells on one seed that noisy validation orders as test does, by their test gap in "
                       f"points ({when} epoch): {'; '.join(words)}."]
     fit = agree["fit"]
-    line = (f"Over all {fit['points']} epochs: noisy val = {100 * fit['intercept']:.1f} + {fit['slope']:.2f} x test "
-            f"(%), residual std {100 * fit['residual_std']:.1f} points")
-    if agree["model_slope"] is not None:
-        line += (f"; the noise model's slope at the realised rate {agree['realised_rate']:.3f} is "
-                 f"{agree['model_slope']:.2f}")
-    parts += ["", line + "."]
+    if fit is not None:
+        line = (f"Over all {fit['points']} epochs: noisy val = {100 * fit['intercept']:.1f} + {fit['slope']:.2f} x "
+                f"test (%), residual std {100 * fit['residual_std']:.1f} points")
+        if agree["model_slope"] is not None:
+            line += (f"; the noise model's slope at the realised rate {agree['realised_rate']:.3f} is "
+                     f"{agree['model_slope']:.2f}")
+        parts += ["", line + "."]
     return "\n".join(parts) + "\n"
 
 
@@ -339,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     text = report_markdown(runs, args.classes)
     print(text, end="")
+    if args.seed is not None and not args.out:
+        print("note: --seed chooses the heat maps' seed, and only --out writes them", file=sys.stderr)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -349,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if seed is not None:
             heatmaps(runs, out / "heatmaps.png", seed)
+        else:
+            print("note: no seed has every cell, so no heat maps", file=sys.stderr)
         (out / "table.md").write_text(text)
         record = {"runs": [{k: v for k, v in asdict(r).items() if k != "curve"} for r in runs],
                   "choices": choices(runs), "agreement": agreement(runs, args.classes)}

@@ -21,7 +21,8 @@ def grid():
 
 def fake_run(root, lam, beta, seed, curve, *, rate=0.4, loss="elr", realised=0.36, auroc=None):
     """A finished run of (test, noisy val) per epoch; selected = the first epoch of the best noisy val."""
-    run_dir = root / f"lam-{lam}/beta-{beta}/seed-{seed}"
+    root.mkdir(parents=True, exist_ok=True)
+    run_dir = root / f"run-{len(list(root.iterdir()))}"  # a name that says nothing: the cell comes from the config
     params = {"name": "elr", "lam": lam, "beta": beta} if loss == "elr" else {"name": loss}
     config = Config.from_dict({"seed": seed, "loss": params, "noise": {"type": "symmetric", "rate": rate},
                                "threads": seed + 1})  # a runtime key: may differ between the runs
@@ -47,28 +48,29 @@ CURVES = {(1.0, 0.7): [(0.50, 0.30), (0.45, 0.33)],
 
 @pytest.fixture
 def runs(tmp_path):
+    """Two folders: the grid's runs of seed 0, and the default's seed 1 from elsewhere (an older run: no AUROC)."""
     for (lam, beta), curve in CURVES.items():
-        fake_run(tmp_path, lam, beta, 0, curve, auroc=0.8 + lam / 100)
-    fake_run(tmp_path / "table", 3.0, 0.7, 1, [(0.50, 0.31), (0.54, 0.33)])  # an older run: no AUROC  # a second folder: the default's seed 1
-    return tmp_path
+        fake_run(tmp_path / "grid", lam, beta, 0, curve, auroc=0.8 + lam / 100)
+    fake_run(tmp_path / "table", 3.0, 0.7, 1, [(0.50, 0.31), (0.54, 0.33)])
+    return [tmp_path / "grid", tmp_path / "table"]
 
 
 def test_cells_from_configs_and_the_table(grid, runs):
-    got = grid.collect([runs])
+    got = grid.collect(runs)
     assert [(r.lam, r.beta, r.seed) for r in got] == [(1, 0.7, 0), (1, 0.9, 0), (3, 0.7, 0), (3, 0.7, 1), (3, 0.9, 0)]
     assert grid.complete_seeds(got) == [0]
     first = got[0]
     assert (first.test_last, first.val_last, first.test_selected, first.selected_epoch) == (0.45, 0.33, 0.45, 2)
     assert (first.best_test, first.best_epoch, first.memorized_last) == (0.50, 1, 0.2)
     table = grid.table_markdown(got)
-    # the default cell: last 51 and 54 -> mean 52.5, sample std 2.12; selected epochs 1 (tie: the first) and 2
+    # the default cell: last 51 and 54 -> mean 52.5, sample std 2.12; selected epochs 1 and 2 (as the summaries say)
     assert "| **3** | **0.7** | 52.5 ± 2.1 (2) | 32.5 ± 0.7 (2) | 53.0 ± 1.4 (2) | 32.5 ± 0.7 (2) | 1, 2 | " \
            "52.0 (1), 54.0 (2) | 20.0 ± 0.0 (2) | 83.0 (1) |" in table
     assert "| 1 | 0.9 | 47.0 (1) | 31.0 (1) | 48.0 (1) | 34.0 (1) | 1 | 48.0 (1) | 20.0 (1) | 81.0 (1) |" in table
 
 
 def test_choices_regret_and_rank_agreement(grid, runs):
-    got = grid.collect([runs])
+    got = grid.collect(runs)
     picks = {p["rule"]: p for p in grid.choices(got)}
     assert {p["seed"] for p in picks.values()} == {0}  # seed 1 has one cell only
     last = picks["noisy validation, last epoch"]  # val .33 .31 .32 .35 -> (3, 0.9), test .49; oracle .51
@@ -110,13 +112,13 @@ def test_runs_that_are_not_one_grid(grid, runs, tmp_path_factory):
     other = tmp_path_factory.mktemp("other")
     fake_run(other, 1.0, 0.7, 5, [(0.5, 0.3)], rate=0.2)
     with pytest.raises(ValueError, match=r"differ in more than lam, beta and the seed \(noise.rate: 0.4 vs 0.2\)"):
-        grid.collect([runs, other])
+        grid.collect([*runs, other])
     twice = tmp_path_factory.mktemp("twice")
     fake_run(twice, 1.0, 0.7, 0, [(0.5, 0.3)])
     with pytest.raises(ValueError, match="lam 1, beta 0.7, seed 0 twice"):
-        grid.collect([runs, twice])
-    assert len(grid.collect([runs, runs / "table"])) == 5  # a folder inside another: its run counts once
-    (twice / f"lam-1.0/beta-0.7/seed-0/{rundir.METRICS}").unlink()
+        grid.collect([*runs, twice])
+    assert len(grid.collect([*runs, runs[0].parent])) == 5  # folders inside another: each run counts once
+    (twice / f"run-0/{rundir.METRICS}").unlink()
     with pytest.raises(ValueError, match="no per-epoch figures"):
         grid.collect([twice])
     ce = tmp_path_factory.mktemp("ce")
@@ -129,7 +131,7 @@ def test_runs_that_are_not_one_grid(grid, runs, tmp_path_factory):
 
 def test_cli_writes_the_figure_table_and_record(grid, runs, tmp_path, capsys):
     out = tmp_path / "report"
-    assert grid.main([str(runs), "--out", str(out)]) == 0
+    assert grid.main([*map(str, runs), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "5 runs: lam 1, 3 x beta 0.7, 0.9, seeds 0, 1 (every cell: 0)" in printed
     assert "| 0 | noisy validation, last epoch | 3 | 0.9 | 49.0 | 2.0 | 45.0 |" in printed
@@ -140,9 +142,30 @@ def test_cli_writes_the_figure_table_and_record(grid, runs, tmp_path, capsys):
     assert (out / "heatmaps.png").read_bytes()[:4] == b"\x89PNG"
     record = json.loads((out / "grid.json").read_text())
     assert len(record["runs"]) == 5 and "curve" not in record["runs"][0] and len(record["choices"]) == 6
-    assert grid.main([str(runs), "--out", str(out), "--seed", "1"]) == 2
+    assert grid.main([*map(str, runs), "--out", str(out), "--seed", "1"]) == 2
     assert "--seed 1 does not have every cell; seeds that do: [0]" in capsys.readouterr().err
-    assert grid.main([str(runs), "--classes", "1"]) == 2
+    assert grid.main([*map(str, runs), "--classes", "1"]) == 2
     assert "--classes must be at least 2, got 1" in capsys.readouterr().err
     assert grid.main([str(tmp_path / "missing")]) == 2
     assert "error: no such directory" in capsys.readouterr().err
+
+
+def test_ties_go_to_the_smaller_lam_and_a_tie_on_the_split_orders_nothing(grid, tmp_path):
+    fake_run(tmp_path, 7.0, 0.9, 0, [(0.50, 0.35)])
+    fake_run(tmp_path, 3.0, 0.9, 0, [(0.48, 0.35)])  # the same noisy val as lam 7, less test
+    picks = {p["rule"]: p for p in grid.choices(grid.collect([tmp_path]))}
+    assert (picks["noisy validation, last epoch"]["lam"], picks["noisy validation, last epoch"]["regret"]) == \
+        (3.0, pytest.approx(0.02))
+    bins = grid.agreement(grid.collect([tmp_path]))["pairs"]["last"]
+    assert [(b["ordered"], b["pairs"]) for b in bins] == [(0, 0), (0, 1), (0, 0)]  # 2 points apart, tied on the split
+    assert grid.agreement(grid.collect([tmp_path]))["spearman"][0]["last"] is None  # the split is constant: undefined
+    assert "across the cells undefined (constant) at the last epoch" in grid.report_markdown(grid.collect([tmp_path]))
+    single = tmp_path / "single"
+    fake_run(single, 3.0, 0.7, 0, [(0.5, 0.3), (0.5, 0.3)])
+    agree = grid.agreement(grid.collect([single]))
+    assert agree["spearman"] == {} and agree["fit"] is None  # one cell, two epochs: nothing to rank or fit
+    summary = json.loads((single / f"run-0/{rundir.SUMMARY}").read_text())
+    del summary["selected"]
+    (single / f"run-0/{rundir.SUMMARY}").write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match="no epoch selected by noisy validation"):
+        grid.collect([single])
